@@ -1,0 +1,3 @@
+from asgi_router.cli import main
+
+raise SystemExit(main())

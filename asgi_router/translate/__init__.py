@@ -1,0 +1,17 @@
+"""Translators between client and upstream dialects: a 2×2 table of pairs."""
+
+from __future__ import annotations
+
+from asgi_router.translate.base import StreamTranslator, Translation, TranslatorPair
+from asgi_router.translate.passthrough import OpenAIPassthrough
+from asgi_router.types import Dialect
+
+__all__ = ["StreamTranslator", "Translation", "TranslatorPair", "pair_for"]
+
+_PAIRS: dict[tuple[Dialect, Dialect], TranslatorPair] = {
+    ("openai", "openai"): OpenAIPassthrough,
+}
+
+
+def pair_for(client: Dialect, upstream: Dialect) -> TranslatorPair | None:
+    return _PAIRS.get((client, upstream))

@@ -1,0 +1,69 @@
+"""OpenAI Chat Completions and Embeddings on the wire: error bodies and stream probes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from asgi_router.wire import usage as _usage
+from asgi_router.wire.probe import MalformedEvent, Probe
+from asgi_router.wire.sse import DONE, SSEEvent
+
+STREAM_DONE = b"data: [DONE]\n\n"
+
+
+def error_body(message: str, type_: str, code: str | None = None, param: str | None = None) -> bytes:
+    """``{"error": {"message", "type", "param", "code"}}``: all four keys, strings or null."""
+    return orjson.dumps({"error": {"message": message, "type": type_, "param": param, "code": code}})
+
+
+def stream_error_event(message: str, type_: str, code: str | None = None) -> bytes:
+    """The event that ends a broken stream for an OpenAI client (the SDK raises on it)."""
+    return b"data: " + error_body(message, type_, code) + b"\n\n"
+
+
+def probe_event(ev: SSEEvent) -> Probe:
+    """Parse one chunk of an OpenAI-dialect stream. Raises :class:`MalformedEvent`."""
+    data = ev.data
+    if data == DONE:
+        return Probe(done=True)
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise MalformedEvent(f"stream event is not valid JSON: {data[:80]!r}") from e
+    if not isinstance(obj, dict):
+        raise MalformedEvent("stream event is not a JSON object")
+    p = Probe(obj=obj)
+    if obj.get("error"):
+        p.error = obj["error"]
+        return p
+    u = obj.get("usage")
+    if u:
+        p.usage = _usage.from_openai(u)
+    else:
+        xg = obj.get("x_groq")  # Groq puts usage under x_groq on the finish chunk
+        if isinstance(xg, dict) and xg.get("usage"):
+            p.usage = _usage.from_openai(xg["usage"])
+    choices = obj.get("choices")
+    if not choices:
+        p.usage_only = choices == [] and p.usage is not None
+        return p
+    if not isinstance(choices, list):
+        raise MalformedEvent("stream chunk has no choices list")
+    for choice in choices:
+        if not isinstance(choice, dict):
+            raise MalformedEvent("stream chunk choice is not an object")
+        delta = choice.get("delta")
+        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls") or delta.get("refusal")):
+            p.content = True
+        fr = choice.get("finish_reason")
+        if fr:
+            p.finish = fr
+    return p
+
+
+def response_usage(body: Any) -> _usage.Usage | None:
+    if isinstance(body, dict):
+        return _usage.from_openai(body.get("usage"))
+    return None

@@ -1,20 +1,20 @@
 """The exception tree. Rendering to a dialect's JSON body happens in ``web/render.py``.
 
-    RouterError                    an answer the gateway gives the client itself
-     ├── BadRequest                400 invalid_request_error (malformed JSON, missing field)
-     ├── Unauthorized              401 invalid_api_key
-     ├── BudgetExceeded            402 budget_exceeded (final: x-should-retry false)
-     ├── Forbidden                 403 model_not_allowed / admin
-     ├── NotFound                  404 (unknown route) and ModelNotFound (404 model_not_found)
-     ├── MethodNotAllowed          405
-     ├── PayloadTooLarge           413
-     ├── UnsupportedMediaType      415
-     ├── RateLimited               429 with retry_after_s (client key over its rpm)
-     ├── ServiceUnavailable        503 (draining, no config)
-     ├── AllFailed                 429 / 502 / 504 after every routed attempt failed
-     └── UpstreamClientError       an upstream 4xx the client caused, passed back as it is
-    UpstreamError                  raised by ``upstream/`` only; kind is one of UPSTREAM_KINDS
-    ConfigError / ConfigErrors     a bad router.toml, every problem listed
+RouterError                    an answer the gateway gives the client itself
+ ├── BadRequest                400 invalid_request_error (malformed JSON, missing field)
+ ├── Unauthorized              401 invalid_api_key
+ ├── BudgetExceeded            402 budget_exceeded (final: x-should-retry false)
+ ├── Forbidden                 403 model_not_allowed / admin
+ ├── NotFound                  404 (unknown route) and ModelNotFound (404 model_not_found)
+ ├── MethodNotAllowed          405
+ ├── PayloadTooLarge           413
+ ├── UnsupportedMediaType      415
+ ├── RateLimited               429 with retry_after_s (client key over its rpm)
+ ├── ServiceUnavailable        503 (draining, no config)
+ ├── AllFailed                 429 / 502 / 504 after every routed attempt failed
+ └── UpstreamClientError       an upstream 4xx the client caused, passed back as it is
+UpstreamError                  raised by ``upstream/`` only; kind is one of UPSTREAM_KINDS
+ConfigError / ConfigErrors     a bad router.toml, every problem listed
 """
 
 from __future__ import annotations

@@ -2,65 +2,245 @@
 
 The edit: the deployment's model id, its default params under the client's, the provider's
 dropped and renamed params, and ``stream_options.include_usage`` so usage is always known
-(the usage-only chunk is then hidden from a client that did not ask for it). Stream events
-are relayed as they came, never rebuilt.
+(the usage-only chunk is then hidden from a client that did not ask for it). Then the
+provider's message quirks (``graph.Quirks``), decided once per attempt from flags:
+
+- ``developer_role=False``: ``developer`` messages are sent as ``system``;
+- ``message_name=False``: ``messages[].name`` is removed;
+- ``max_n``: a larger ``n`` is a 400 here (``BadRequest``, param ``n``), not at the provider;
+- ``tool_call_ids="alnum9"``: every tool call id in the history becomes a deterministic
+  9-character alphanumeric hash; ids that already fit are kept; the map back is kept for
+  this attempt, and ids the upstream mints itself pass through unchanged;
+- ``fix_message_order``: an ``{"role": "assistant", "content": "Done."}`` turn goes between
+  a ``tool`` message and a following ``user`` one (Mistral: "Unexpected role 'user' after role
+  'tool'"; empty content is rejected by some providers, and "Done." is what opencode sends);
+- ``stream_tool_finish``: a ``stop`` finish after tool calls is reported as ``tool_calls``.
+
+With none of these set, no message is looked at and stream events are relayed as they came;
+a chunk is rebuilt only to apply ``stream_tool_finish`` or to map an id back.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from asgi_router.graph import Deployment
+import orjson
+
+from asgi_router.errors import BadRequest
+from asgi_router.graph import Deployment, Quirks
+from asgi_router.translate.common import (
+    apply_param_quirks,
+    as_dict,
+    dropped,
+    log,
+    merge_params,
+    short_hash,
+)
 from asgi_router.wire.openai import STREAM_DONE
 from asgi_router.wire.probe import Probe
-from asgi_router.wire.sse import SSEEvent
+from asgi_router.wire.sse import SSEEvent, encode
+
+FILLER_ASSISTANT = "Done."
+
+
+def build_openai_request(
+    body: dict[str, Any], deployment: Deployment, *, stream: bool
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The upstream body for an OpenAI-speaking provider, and the tool-id map back
+    (upstream id → client id; empty unless ``tool_call_ids`` rewrote something)."""
+    quirks = deployment.provider.quirks
+    provider = deployment.provider.name
+    out = dict(body)
+    merge_params(out, deployment)
+    out["model"] = deployment.model
+    if stream:
+        opts = body.get("stream_options")
+        if quirks.stream_usage == "include_usage":
+            out["stream_options"] = (
+                {**opts, "include_usage": True} if isinstance(opts, dict) else {"include_usage": True}
+            )
+        elif out.pop("stream_options", None) is not None:
+            dropped(provider, "stream_options", "stream_usage_always")
+    apply_param_quirks(out, quirks, provider)
+    n = out.get("n")
+    if quirks.max_n is not None and isinstance(n, int) and n > quirks.max_n:
+        raise BadRequest(f"n={n} is more than this model's provider allows ({quirks.max_n})", param="n")
+    id_back: dict[str, str] = {}
+    if _rewrites_messages(quirks) and isinstance(out.get("messages"), list):
+        out["messages"] = _rewrite_messages(out["messages"], quirks, provider, id_back)
+    return out, id_back
+
+
+def _rewrites_messages(q: Quirks) -> bool:
+    return not q.developer_role or not q.message_name or q.tool_call_ids == "alnum9" or q.fix_message_order
+
+
+def alnum9(tool_id: str) -> str:
+    """A tool call id Mistral accepts: exactly 9 of [a-zA-Z0-9], a hash unless it fits."""
+    if len(tool_id) == 9 and tool_id.isascii() and tool_id.isalnum():
+        return tool_id
+    return short_hash(tool_id, 9)
+
+
+def _rewrite_messages(
+    messages: list[Any], quirks: Quirks, provider: str, id_back: dict[str, str]
+) -> list[Any]:
+    """One pass over the history; changed messages are copies, the client's stay untouched."""
+    dev, strip_name = not quirks.developer_role, not quirks.message_name
+    alnum, order = quirks.tool_call_ids == "alnum9", quirks.fix_message_order
+    counts = {"developer": 0, "name": 0, "ids": 0, "filler": 0}
+    out: list[Any] = []
+    prev_role: Any = None
+    for m in messages:
+        if not isinstance(m, dict):
+            out.append(m)
+            continue
+        role = m.get("role")
+        if order and role == "user" and prev_role == "tool":
+            out.append({"role": "assistant", "content": FILLER_ASSISTANT})
+            counts["filler"] += 1
+        if dev and role == "developer":
+            m = {**m, "role": "system"}
+            counts["developer"] += 1
+        if strip_name and "name" in m:
+            m = {k: v for k, v in m.items() if k != "name"}
+            counts["name"] += 1
+        if alnum:
+            m, changed = _rewrite_ids(m, id_back)
+            counts["ids"] += changed
+        out.append(m)
+        prev_role = role
+    if counts["developer"]:
+        log.debug("param_renamed", provider=provider, param="messages[].role=developer", to="system")
+    if counts["name"]:
+        dropped(provider, "messages[].name", "message_name")
+    if counts["ids"]:
+        log.debug("tool_call_ids_rewritten", provider=provider, count=counts["ids"])
+    if counts["filler"]:
+        log.debug("message_inserted", provider=provider, role="assistant", count=counts["filler"])
+    return out
+
+
+def _rewrite_ids(m: dict[str, Any], id_back: dict[str, str]) -> tuple[dict[str, Any], int]:
+    role = m.get("role")
+    if role == "tool" and isinstance(m.get("tool_call_id"), str):
+        new = alnum9(m["tool_call_id"])
+        if new == m["tool_call_id"]:
+            return m, 0
+        id_back[new] = m["tool_call_id"]
+        return {**m, "tool_call_id": new}, 1
+    calls = m.get("tool_calls")
+    if role != "assistant" or not isinstance(calls, list):
+        return m, 0
+    changed = 0
+    new_calls: list[Any] = []
+    for call in calls:
+        if isinstance(call, dict) and isinstance(call.get("id"), str) and alnum9(call["id"]) != call["id"]:
+            new = alnum9(call["id"])
+            id_back[new] = call["id"]
+            call = {**call, "id": new}
+            changed += 1
+        new_calls.append(call)
+    return ({**m, "tool_calls": new_calls}, changed) if changed else (m, 0)
+
+
+class ChunkFixer:
+    """Per-attempt repair of upstream answers: tool ids mapped back, ``stop`` after tool calls
+    reported as ``tool_calls``. ``fix`` keeps per-stream state: make one per stream."""
+
+    __slots__ = ("_id_back", "_tool_choices", "_tool_finish")
+
+    def __init__(self, id_back: dict[str, str], tool_finish: bool) -> None:
+        self._id_back = id_back
+        self._tool_finish = tool_finish
+        self._tool_choices: set[int] = set()
+
+    def response(self, body: Any) -> Any:
+        """A non-streamed answer with the repairs applied (a new object when anything changed)."""
+        choices = body.get("choices") if isinstance(body, dict) else None
+        if not isinstance(choices, list):
+            return body
+        new_choices = [self._fix_choice(c, "message") for c in choices]
+        if all(a is b for a, b in zip(new_choices, choices, strict=True)):
+            return body
+        return {**body, "choices": new_choices}
+
+    def fix(self, obj: Any) -> Any:
+        """One parsed chunk → the chunk to send: the same object, or a repaired copy."""
+        choices = obj.get("choices") if isinstance(obj, dict) else None
+        if not choices or not isinstance(choices, list):
+            return obj
+        new_choices = [self._fix_choice(c, "delta") for c in choices]
+        if all(a is b for a, b in zip(new_choices, choices, strict=True)):
+            return obj
+        return {**obj, "choices": new_choices}
+
+    def _fix_choice(self, choice: Any, key: str) -> Any:
+        if not isinstance(choice, dict):
+            return choice
+        inner = as_dict(choice.get(key))
+        calls = inner.get("tool_calls")
+        out = choice
+        if isinstance(calls, list) and calls:
+            self._tool_choices.add(choice.get("index", 0))
+            if self._id_back:
+                mapped = [self._map_call(c) for c in calls]
+                if any(a is not b for a, b in zip(mapped, calls, strict=True)):
+                    out = {**choice, key: {**inner, "tool_calls": mapped}}
+        if (
+            self._tool_finish
+            and choice.get("finish_reason") == "stop"
+            and choice.get("index", 0) in self._tool_choices
+        ):
+            out = {**out, "finish_reason": "tool_calls"}
+        return out
+
+    def _map_call(self, call: Any) -> Any:
+        if isinstance(call, dict) and call.get("id") in self._id_back:
+            return {**call, "id": self._id_back[call["id"]]}
+        return call
 
 
 class PassthroughStream:
-    __slots__ = ("_hide_usage_chunk",)
+    __slots__ = ("_fixer", "_hide_usage_chunk")
 
-    def __init__(self, hide_usage_chunk: bool) -> None:
+    def __init__(self, hide_usage_chunk: bool, fixer: ChunkFixer | None = None) -> None:
         self._hide_usage_chunk = hide_usage_chunk
+        self._fixer = fixer
 
     def feed(self, ev: SSEEvent, probe: Probe) -> list[bytes]:
         if probe.done or (probe.usage_only and self._hide_usage_chunk):
             return []
-        return [b"data: " + ev.data + b"\n\n"]
+        if self._fixer is not None and probe.obj is not None:
+            fixed = self._fixer.fix(probe.obj)
+            if fixed is not probe.obj:
+                return [b"data: " + orjson.dumps(fixed) + b"\n\n"]
+        return [encode(ev.data)]
 
     def close(self) -> list[bytes]:
         return [STREAM_DONE]
 
 
 class OpenAIPassthrough:
-    __slots__ = ("_client_wants_usage", "upstream_body")
+    __slots__ = ("_client_wants_usage", "_id_back", "_tool_finish", "upstream_body")
 
     def __init__(self, body: dict[str, Any], deployment: Deployment, *, stream: bool) -> None:
-        quirks = deployment.provider.quirks
-        out = dict(deployment.params) if deployment.params else {}
-        out.update(body)
-        out["model"] = deployment.model
         opts = body.get("stream_options")
         self._client_wants_usage = bool(isinstance(opts, dict) and opts.get("include_usage"))
-        if stream:
-            if quirks.stream_usage == "include_usage":
-                out["stream_options"] = {**opts, "include_usage": True} if isinstance(opts, dict) else {
-                    "include_usage": True
-                }
-            else:
-                out.pop("stream_options", None)
-        for name in quirks.drop_params.intersection(out):
-            del out[name]
-        for old, new in quirks.rename_params.items():
-            if old in out:
-                out.setdefault(new, out[old])
-                del out[old]
-        self.upstream_body = out
+        self.upstream_body, self._id_back = build_openai_request(body, deployment, stream=stream)
+        self._tool_finish = deployment.provider.quirks.stream_tool_finish
+
+    def _fixer(self) -> ChunkFixer | None:
+        if self._id_back or self._tool_finish:
+            return ChunkFixer(self._id_back, self._tool_finish)
+        return None
 
     def response(self, body: Any) -> Any:
-        return body
+        fixer = self._fixer()
+        return body if fixer is None else fixer.response(body)
 
     def stream(self) -> PassthroughStream:
-        return PassthroughStream(hide_usage_chunk=not self._client_wants_usage)
+        return PassthroughStream(hide_usage_chunk=not self._client_wants_usage, fixer=self._fixer())
 
     def error(self, status: int, body: bytes) -> bytes:
         return body

@@ -55,7 +55,9 @@ def probe_event(ev: SSEEvent) -> Probe:
         if not isinstance(choice, dict):
             raise MalformedEvent("stream chunk choice is not an object")
         delta = choice.get("delta")
-        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls") or delta.get("refusal")):
+        if isinstance(delta, dict) and (
+            delta.get("content") or delta.get("tool_calls") or delta.get("refusal")
+        ):
             p.content = True
         fr = choice.get("finish_reason")
         if fr:

@@ -1,0 +1,62 @@
+"""router.toml → :class:`~asgi_router.graph.Graph`, or :class:`ConfigErrors` listing every problem.
+
+The phases: ``source`` reads and parses (a syntax error stops there, with its line);
+``schema`` checks keys and types; ``secrets`` resolves ``env:``/``file:`` references (the only
+I/O after reading the file); ``compile`` resolves names and builds the frozen graph. All
+problems from every phase are reported together, each with file, table, key and a line where
+one can be found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+
+from asgi_router.config import schema, secrets, source
+from asgi_router.config.compile import compile_specs
+from asgi_router.config.describe import describe, redacted
+from asgi_router.config.presets import PRESETS, Preset
+from asgi_router.config.writer import append_key, init_toml, new_key_table
+from asgi_router.errors import ConfigError, ConfigErrors
+from asgi_router.graph import Graph
+
+__all__ = [
+    "PRESETS",
+    "ConfigError",
+    "ConfigErrors",
+    "Preset",
+    "append_key",
+    "describe",
+    "init_toml",
+    "load",
+    "loads",
+    "new_key_table",
+    "redacted",
+]
+
+
+def load(path: Path, env: Mapping[str, str] | None = None, *, generation: int = 0) -> Graph:
+    """Read and compile ``path``. ``env`` defaults to ``os.environ``. Raises :class:`ConfigErrors`."""
+    problems = source.Problems(str(path))
+    text = source.read(path, problems)
+    if text is None:
+        raise ConfigErrors(problems.located(None))
+    return loads(text, path=path, env=env, generation=generation)
+
+
+def loads(text: str, *, path: Path, env: Mapping[str, str] | None = None, generation: int = 0) -> Graph:
+    """Compile router.toml's ``text``; ``path`` names it in errors and anchors relative paths
+    (``file:`` secrets, ``spend_log``). Raises :class:`ConfigErrors` with every problem found."""
+    problems = source.Problems(str(path))
+    doc = source.parse(text, problems)
+    if doc is None:
+        raise ConfigErrors(problems.located(None))
+    base_dir = path.absolute().parent
+    spec = schema.build(doc, problems)
+    resolved = secrets.resolve_spec(spec, env, base_dir, problems)
+    graph = compile_specs(
+        spec, resolved, problems, base_dir=base_dir, source=path.absolute(), generation=generation
+    )
+    if problems:
+        raise ConfigErrors(problems.located(source.LineMap(text)))
+    return graph

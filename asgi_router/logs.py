@@ -1,0 +1,86 @@
+"""structlog set-up: one JSON line per event, request id from contextvars, secrets scrubbed.
+
+The production chain is structlog's fast one (merge_contextvars, add_log_level, TimeStamper,
+JSONRenderer with orjson, BytesLoggerFactory). Stdlib loggers (hypercorn, aiohttp) are bridged
+into the same JSON. Configured once, by the CLI.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import orjson
+import structlog
+
+SECRET_KEYS = frozenset(
+    {
+        "authorization",
+        "x-api-key",
+        "api_key",
+        "api-key",
+        "api_keys",
+        "admin_key",
+        "password",
+        "secret",
+        "token",
+    }
+)
+_BEARER = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]{8,}")
+_SK = re.compile(r"\b(sk-[A-Za-z0-9_-]{4})[A-Za-z0-9_-]{8,}")
+
+
+def scrub_value(value: str) -> str:
+    return _SK.sub(r"\1…", _BEARER.sub(r"\1…", value))
+
+
+def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """Mask secret-named fields and bearer tokens / sk- keys in string values."""
+    for k, v in event.items():
+        if k.lower() in SECRET_KEYS and v is not None:
+            event[k] = "[redacted]"
+        elif isinstance(v, str) and ("earer" in v or "sk-" in v):
+            event[k] = scrub_value(v)
+    return event
+
+
+def _dumps(obj: Any, default: Any = None) -> bytes:
+    return orjson.dumps(obj, default=default or str)
+
+
+def configure(level: str = "info", fmt: str = "json") -> None:
+    lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
+    processors: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        scrub,
+    ]
+    if fmt == "console":
+        renderer: Any = structlog.dev.ConsoleRenderer(colors=False)
+        factory: Any = structlog.PrintLoggerFactory(sys.stderr)
+    else:
+        renderer = structlog.processors.JSONRenderer(serializer=_dumps)
+        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+    structlog.configure(
+        processors=[*processors, structlog.processors.format_exc_info, renderer],
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=factory,
+        cache_logger_on_first_use=True,
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                renderer if fmt == "console" else structlog.processors.JSONRenderer(),  # str for logging
+            ],
+            foreign_pre_chain=[structlog.stdlib.add_logger_name, *processors],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(max(lvl, logging.WARNING) if lvl < logging.WARNING else lvl)

@@ -1,0 +1,138 @@
+"""A stream past its commit point: the first content (or a finish) has been seen.
+
+The buffered events come first, then the rest of the upstream stream, each probed. The
+stream's invariants are enforced here, not by callers: an event that is not valid JSON, an
+error event, a stream that ends (or goes silent) without a finish reason, or a ``[DONE]``
+without one, raise :class:`UpstreamError` (``stream_error`` or ``timeout``); a stream that
+finished but did not send its end marker ends normally.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from asgi_router.errors import UpstreamError
+from asgi_router.graph import Deployment
+from asgi_router.translate.base import Translation
+from asgi_router.wire.probe import MalformedEvent, Probe
+from asgi_router.wire.sse import SSEDecoder, SSEEvent
+from asgi_router.wire.usage import Usage
+
+ProbeFn = Callable[[SSEEvent], Probe]
+
+
+@dataclass(slots=True)
+class StreamTally:
+    """What a stream told us so far, for spend, metrics and the end-of-stream checks."""
+
+    usage: Usage | None = None
+    finish: str | None = None
+    done: bool = False
+    content_chunks: int = 0
+    upstream_wait_s: float = 0.0
+
+    def note(self, probe: Probe) -> None:
+        if probe.usage is not None:
+            self.usage = merge_usage(self.usage, probe.usage)
+        if probe.finish:
+            self.finish = probe.finish
+        if probe.content:
+            self.content_chunks += 1
+        if probe.done:
+            self.done = True
+
+
+def merge_usage(old: Usage | None, new: Usage) -> Usage:
+    """Streams report usage cumulatively and sometimes in parts (Anthropic's message_start has
+    the input, message_delta the output): keep the largest value of each field."""
+    if old is None:
+        return new
+    return Usage(
+        max(old.input, new.input),
+        max(old.output, new.output),
+        max(old.cached_input, new.cached_input),
+        max(old.cache_write, new.cache_write),
+    )
+
+
+def check_probe(probe: Probe) -> Probe:
+    if probe.error is not None:
+        raise UpstreamError("stream_error", f"upstream sent an error event: {_error_text(probe.error)}")
+    return probe
+
+
+def _error_text(err: object) -> str:
+    if isinstance(err, dict):
+        msg = err.get("message") or err.get("type")
+        if isinstance(msg, str):
+            return msg[:200]
+    return "unknown error"
+
+
+async def read_events(
+    chunks: AsyncIterator[bytes], decoder: SSEDecoder, probe: ProbeFn, tally: StreamTally
+) -> AsyncGenerator[tuple[SSEEvent, Probe], None]:
+    """Decode and probe ``chunks`` until the end marker or the end of the body."""
+    clock = time.perf_counter
+    while True:
+        t = clock()
+        try:
+            chunk = await anext(chunks)
+        except StopAsyncIteration:
+            tally.upstream_wait_s += clock() - t
+            for ev in decoder.flush():
+                p = _probe(probe, ev)
+                tally.note(p)
+                yield ev, p
+            return
+        tally.upstream_wait_s += clock() - t
+        for ev in decoder.feed(chunk):
+            p = _probe(probe, ev)
+            tally.note(p)
+            yield ev, p
+            if p.done:
+                return
+
+
+def _probe(probe: ProbeFn, ev: SSEEvent) -> Probe:
+    try:
+        return check_probe(probe(ev))
+    except MalformedEvent as e:
+        raise UpstreamError("stream_error", str(e)) from e
+
+
+@dataclass(slots=True)
+class CommittedStream:
+    deployment: Deployment
+    translation: Translation
+    pending: list[tuple[SSEEvent, Probe]]
+    rest: AsyncGenerator[tuple[SSEEvent, Probe], None]
+    tally: StreamTally
+    stack: AsyncExitStack
+    ttft_s: float
+    started: float  # perf_counter at the attempt's start
+    closed: bool = field(default=False)
+
+    async def events(self) -> AsyncIterator[tuple[SSEEvent, Probe]]:
+        """Every event from the commit point on. Raises UpstreamError on a broken stream."""
+        for item in self.pending:
+            yield item
+        self.pending = []
+        if not self.tally.done:
+            try:
+                async for item in self.rest:
+                    yield item
+            except UpstreamError as e:
+                if e.kind == "timeout" and self.tally.finish:
+                    return  # finished, then silent instead of closing: end it for the client
+                raise
+        if not self.tally.finish:
+            raise UpstreamError("stream_error", "upstream stream ended without a finish reason")
+
+    async def aclose(self) -> None:
+        if not self.closed:
+            self.closed = True
+            await self.stack.aclose()

@@ -1,0 +1,171 @@
+"""Running the gateway on hypercorn: our own signals, draining, and an N-worker supervisor.
+
+- SIGTERM / SIGINT: /readyz turns 503 (draining), then hypercorn stops accepting and waits up
+  to ``GRACEFUL_TIMEOUT_S`` for requests in flight (LLM streams are long; hypercorn's default
+  of 3 s would cut them).
+- SIGHUP: reload router.toml in place; a broken file changes nothing.
+- ``--workers N``: hypercorn's own multi-worker mode restarts every worker on SIGHUP and stops
+  the server when one fails startup, which a broken file would cause. So the supervisor here
+  binds the socket once (SO_REUSEPORT), starts N worker processes on it, forwards SIGHUP (each
+  worker reloads itself) and SIGTERM, and restarts a worker that dies. Metrics then use
+  prometheus_client's multiprocess mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import os
+import shutil
+import signal
+import socket
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import structlog
+from hypercorn.asyncio import serve as hypercorn_serve
+from hypercorn.asyncio.run import worker_serve
+from hypercorn.config import Config, Sockets
+
+from asgi_router import logs
+from asgi_router.graph import Graph
+from asgi_router.web.app import App, Settings
+
+GRACEFUL_TIMEOUT_S = 120.0
+log = structlog.get_logger("asgi_router.serve")
+
+
+def hypercorn_config(graph: Graph, workers: int = 1) -> Config:
+    cfg = Config()
+    host = graph.server.host
+    cfg.bind = [f"[{host}]:{graph.server.port}" if ":" in host else f"{host}:{graph.server.port}"]
+    cfg.workers = workers
+    cfg.graceful_timeout = GRACEFUL_TIMEOUT_S
+    cfg.keep_alive_timeout = 75.0
+    cfg.accesslog = None
+    cfg.errorlog = "-"
+    cfg.h11_max_incomplete_size = 64 * 1024
+    cfg.loglevel = "WARNING"
+    return cfg
+
+
+async def run_app(app: App, cfg: Config, sockets: Sockets | None = None, drain_s: float = 0.0) -> None:
+    """Serve until SIGTERM/SIGINT; SIGHUP reloads."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+
+    def on_term() -> None:
+        app.holder.draining = True
+        log.info("draining", in_flight_wait_s=GRACEFUL_TIMEOUT_S)
+        loop.call_later(drain_s, stop.set)
+
+    reloads: set[asyncio.Task[object]] = set()
+
+    def on_hup() -> None:
+        task: asyncio.Task[object] = loop.create_task(app.holder.reload("SIGHUP"))
+        reloads.add(task)
+        task.add_done_callback(reloads.discard)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_term)
+    loop.add_signal_handler(signal.SIGHUP, on_hup)
+    if sockets is None:
+        await hypercorn_serve(app, cfg, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    else:
+        from hypercorn.app_wrappers import ASGIWrapper
+
+        await worker_serve(ASGIWrapper(app), cfg, sockets=sockets, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+
+def run(coro: Any) -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def serve(config_path: Path, graph: Graph, workers: int = 1, drain_s: float = 0.0) -> int:
+    if workers <= 1:
+        app = App(Settings(config_path))
+        run(run_app(app, hypercorn_config(graph), None, drain_s))
+        return 0
+    return _supervise(config_path, graph, workers, drain_s)
+
+
+def _worker(
+    config_path: str, sockets: Sockets, workers: int, drain_s: float, log_level: str, log_format: str
+) -> None:
+    logs.configure(log_level, log_format)
+    from asgi_router import config
+
+    graph = config.load(Path(config_path))
+    app = App(Settings(Path(config_path)))
+    run(run_app(app, hypercorn_config(graph, workers), sockets, drain_s))
+
+
+def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) -> int:
+    prom_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="asgi-router-prom-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
+    cfg = hypercorn_config(graph, workers)
+    sockets = cfg.create_sockets()
+    for s in sockets.insecure_sockets:
+        s.set_inheritable(True)
+    ctx = multiprocessing.get_context("spawn")
+    args = (
+        str(config_path),
+        sockets,
+        workers,
+        drain_s,
+        os.environ.get("ASGI_ROUTER_LOG_LEVEL", "info"),
+        os.environ.get("ASGI_ROUTER_LOG_FORMAT", "json"),
+    )
+    procs: list[Any] = []
+    stopping = False
+
+    def start() -> Any:
+        p = ctx.Process(target=_worker, args=args, daemon=False)
+        p.start()
+        return p
+
+    def forward(sig: int, _: Any = None) -> None:
+        nonlocal stopping
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            stopping = True
+        for p in procs:
+            if p.is_alive() and p.pid:
+                os.kill(p.pid, sig)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    procs.extend(start() for _ in range(workers))
+    log.info("supervisor_started", workers=workers, listen=cfg.bind)
+    try:
+        while not stopping or any(p.is_alive() for p in procs):
+            time.sleep(0.2)
+            for i, p in enumerate(procs):
+                if not p.is_alive() and not stopping:
+                    from prometheus_client import multiprocess
+
+                    multiprocess.mark_process_dead(p.pid)  # type: ignore[no-untyped-call]
+                    log.warning("worker_died", pid=p.pid, exitcode=p.exitcode)
+                    time.sleep(1.0)
+                    procs[i] = start()
+    finally:
+        for s in sockets.insecure_sockets:
+            s.close()
+        if "ASGI_ROUTER_KEEP_PROM_DIR" not in os.environ:
+            shutil.rmtree(prom_dir, ignore_errors=True)
+    return 0
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+__all__ = ["free_port", "hypercorn_config", "run", "run_app", "serve"]

@@ -1,0 +1,118 @@
+"""The aiohttp transport: one pooled ClientSession per provider, keep-alive, bounded pool.
+
+Chosen by measurement (README, Performance): aiohttp's client costs ~0.26 ms CPU per request
+here against over 1 ms for httpx's default transport. aiohttp exceptions become
+:class:`UpstreamError` in :func:`_mapped` and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+
+import aiohttp
+
+from asgi_router.errors import UpstreamError, UpstreamKind
+from asgi_router.upstream.base import UpstreamReply, UpstreamRequest, parse_retry_after
+
+READ_CHUNK = 65536
+
+
+@contextmanager
+def _mapped(phase: str) -> Iterator[None]:
+    """Map aiohttp's errors; ``phase`` is "connect" before headers, "stream" after."""
+    try:
+        yield
+    except TimeoutError as e:  # aiohttp's timeouts subclass asyncio.TimeoutError == TimeoutError
+        raise UpstreamError("timeout", f"upstream timed out ({phase})") from e
+    except aiohttp.ClientResponseError as e:
+        raise UpstreamError(
+            "stream_error" if phase == "stream" else "connect", f"bad response: {e.message}"
+        ) from e
+    except (aiohttp.ClientError, OSError) as e:
+        kind: UpstreamKind = "stream_error" if phase == "stream" else "connect"
+        raise UpstreamError(kind, f"upstream connection failed: {type(e).__name__}") from e
+
+
+class _Stream:
+    __slots__ = ("_idle", "_resp", "content_type", "retry_after_s", "status")
+
+    def __init__(self, resp: aiohttp.ClientResponse, idle: float | None) -> None:
+        self._resp = resp
+        self._idle = idle
+        self.status = resp.status
+        self.content_type = resp.headers.get("content-type", "")
+        self.retry_after_s = parse_retry_after(resp.headers, time.time()) if resp.status >= 400 else None
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        content = self._resp.content
+        idle = self._idle
+        with _mapped("stream"):
+            while True:
+                if idle is None:
+                    chunk = await content.readany()
+                else:
+                    async with asyncio.timeout(idle):
+                        chunk = await content.readany()
+                if not chunk:
+                    return
+                yield chunk
+
+    async def read(self) -> bytes:
+        with _mapped("stream"):
+            return await self._resp.read()
+
+
+class AiohttpTransport:
+    def __init__(self, max_connections: int) -> None:
+        self._connector = aiohttp.TCPConnector(
+            limit=max_connections, limit_per_host=max_connections, keepalive_timeout=60, ttl_dns_cache=300
+        )
+        self._session = aiohttp.ClientSession(
+            connector=self._connector,
+            auto_decompress=True,
+            skip_auto_headers=("User-Agent",),
+            json_serialize=lambda _: "",  # never used: bodies are bytes we encoded ourselves
+        )
+
+    @staticmethod
+    def _timeout(req: UpstreamRequest) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(
+            total=req.timeout_s, connect=req.connect_timeout_s, sock_read=req.idle_timeout_s
+        )
+
+    async def send(self, req: UpstreamRequest) -> UpstreamReply:
+        with _mapped("connect"):
+            async with self._session.post(
+                req.url, data=req.body, headers=dict(req.headers), timeout=self._timeout(req)
+            ) as resp:
+                with _mapped("stream"):
+                    body = await resp.read()
+                retry = parse_retry_after(resp.headers, time.time()) if resp.status >= 400 else None
+                return UpstreamReply(resp.status, body, resp.headers.get("content-type", ""), retry)
+
+    @asynccontextmanager
+    async def stream(self, req: UpstreamRequest) -> AsyncIterator[_Stream]:
+        with _mapped("connect"):
+            resp = await self._session.post(
+                req.url,
+                data=req.body,
+                headers=dict(req.headers),
+                timeout=aiohttp.ClientTimeout(
+                    total=req.timeout_s, connect=req.connect_timeout_s, sock_read=None
+                ),
+            )
+        try:
+            yield _Stream(resp, req.idle_timeout_s)
+        finally:
+            # Not fully read (a race loser, a client that left, an error): close the
+            # connection rather than return it to the pool with unread data.
+            if resp.content.at_eof():
+                resp.release()
+            else:
+                resp.close()
+
+    async def aclose(self) -> None:
+        await self._session.close()

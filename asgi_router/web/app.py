@@ -1,0 +1,163 @@
+"""The ASGI application: a route table, the lifespan, and the one top-level error boundary.
+
+The hot path is raw ASGI (a dict lookup per request, no middleware stack): Starlette's
+Request/Response objects cost measurably per request (see README, Performance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from asgi_router.errors import MethodNotAllowed, NotFound, RouterError, ServiceUnavailable
+from asgi_router.metrics import Metrics
+from asgi_router.reload import GraphHolder
+from asgi_router.spendlog import SpendLog
+from asgi_router.state.memory import MemoryStore
+from asgi_router.state.store import StateStore
+from asgi_router.types import Dialect
+from asgi_router.upstream.pool import UpstreamPool
+from asgi_router.web import admin, endpoints
+from asgi_router.web.exchange import ClientGone, Exchange
+from asgi_router.web.render import render_error
+
+log = structlog.get_logger("asgi_router.web")
+Handler = Callable[["App", Exchange], Awaitable[None]]
+
+ROUTES: dict[str, tuple[Dialect, dict[str, Handler]]] = {
+    "/v1/chat/completions": ("openai", {"POST": endpoints.chat}),
+    "/v1/messages": ("anthropic", {"POST": endpoints.chat}),
+    "/v1/embeddings": ("openai", {"POST": endpoints.embeddings}),
+    "/v1/models": ("openai", {"GET": endpoints.models}),
+    "/metrics": ("openai", {"GET": admin.metrics}),
+    "/healthz": ("openai", {"GET": admin.healthz}),
+    "/readyz": ("openai", {"GET": admin.readyz}),
+    "/admin/reload": ("openai", {"POST": admin.reload}),
+    "/admin/config": ("openai", {"GET": admin.config}),
+    "/admin/state": ("openai", {"GET": admin.state}),
+}
+# the same without the /v1 prefix, for clients whose base_url omits it
+ROUTES.update({p[3:]: v for p, v in list(ROUTES.items()) if p.startswith("/v1/")})
+
+
+@dataclass(slots=True)
+class Settings:
+    config_path: Path
+    env: Mapping[str, str] | None = None
+    watch: bool | None = None  # None: as [server] watch says
+
+
+class App:
+    """``App(settings)`` is the ASGI callable; its lifespan loads the config."""
+
+    def __init__(
+        self, settings: Settings, *, store: StateStore | None = None, pool: UpstreamPool | None = None
+    ) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.store: StateStore = store or MemoryStore()
+        self.pool = pool or UpstreamPool()
+        self.holder = GraphHolder(settings.config_path, self.store, self.metrics, self.pool, env=settings.env)
+        self.spend_log = SpendLog(None)
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        kind = scope["type"]
+        if kind == "http":
+            await self._http(scope, receive, send)
+        elif kind == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        route = ROUTES.get(scope["path"])
+        ex = Exchange(scope, receive, send, route[0] if route else "openai")
+        try:
+            if route is None:
+                raise NotFound(f"no route {scope['path']!r}; see the README for the endpoints")
+            handler = route[1].get(scope["method"])
+            if handler is None:
+                raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
+            if not self.holder.ready and handler not in (admin.healthz, admin.readyz, admin.metrics):
+                raise ServiceUnavailable("the gateway is not ready (loading or draining)")
+            await handler(self, ex)
+        except RouterError as e:
+            await self._error(ex, e)
+        except ClientGone:
+            ex.status = 499
+        except Exception:  # the one boundary: anything unexpected is logged and answered
+            log.exception("unhandled_error", request_id=ex.request_id)
+            await self._error(ex, RouterError("internal error in the gateway; see its log"))
+        finally:
+            self._finish(ex)
+
+    async def _error(self, ex: Exchange, err: RouterError) -> None:
+        if ex.status:  # the answer already started: nothing more can be said
+            return
+        status, headers, body = render_error(err, ex.dialect)
+        await ex.respond(status, headers, body)
+
+    def _finish(self, ex: Exchange) -> None:
+        if ex.route != "-":
+            rm = self.metrics.route(ex.route)
+            if ex.status == 200:
+                rm.ok.inc()
+            else:
+                self.metrics.requests.labels(rm.name, str(ex.status)).inc()
+            rm.duration.observe(ex.log_fields()["duration_ms"] / 1000)
+            log.info("request", **ex.log_fields())
+        elif ex.status >= 400 and ex.scope["path"] != "/metrics":
+            log.info("request", **ex.log_fields())
+
+    # lifespan ----------------------------------------------------------------------------------
+    async def _lifespan(self, receive: Any, send: Any) -> None:
+        while True:
+            msg = await receive()
+            if msg["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except StartupError as e:
+                    await send({"type": "lifespan.startup.failed", "message": str(e)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif msg["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        result = await self.holder.reload("startup")
+        if not result.ok:
+            raise StartupError("config rejected:\n" + "\n".join(result.errors))
+        graph = self.holder.current.graph
+        self.spend_log = SpendLog(graph.state.spend_log)
+        self._tasks.append(asyncio.create_task(self.spend_log.run()))
+        watch = graph.server.watch if self.settings.watch is None else self.settings.watch
+        if watch:
+            self._tasks.append(asyncio.create_task(self.holder.watch()))
+
+    async def shutdown(self) -> None:
+        self.holder.draining = True
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._tasks.clear()
+        await self.spend_log.flush()
+        await self.pool.aclose()
+
+
+class StartupError(Exception):
+    pass
+
+
+def create_app(
+    config_path: str | Path, *, env: Mapping[str, str] | None = None, watch: bool | None = None
+) -> App:
+    return App(Settings(Path(config_path), env, watch))

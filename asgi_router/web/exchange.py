@@ -1,0 +1,140 @@
+"""One HTTP exchange on the raw ASGI interface: reading the body under a limit, sending
+answers, and the fields of the canonical log line."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from typing import Any
+
+import orjson
+
+from asgi_router.errors import BadRequest, PayloadTooLarge, UnsupportedMediaType
+from asgi_router.types import Dialect
+from asgi_router.web.render import JSON_CT, Headers
+
+_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+
+
+class ClientGone(Exception):
+    """The client disconnected before its request body arrived."""
+
+
+class Exchange:
+    __slots__ = (
+        "attempts",
+        "cost_usd",
+        "deployment",
+        "dialect",
+        "headers",
+        "key",
+        "overhead_s",
+        "provider",
+        "receive",
+        "request_id",
+        "route",
+        "scope",
+        "send",
+        "started",
+        "status",
+        "stream",
+        "tokens_in",
+        "tokens_out",
+        "ttft_s",
+        "usage_estimated",
+    )
+
+    def __init__(self, scope: dict[str, Any], receive: Any, send: Any, dialect: Dialect) -> None:
+        self.scope = scope
+        self.receive = receive
+        self.send = send
+        self.started = time.perf_counter()
+        self.headers: dict[bytes, bytes] = dict(scope["headers"])
+        rid = self.headers.get(b"x-request-id")
+        self.request_id = rid.decode() if rid and _REQUEST_ID.match(rid) else os.urandom(12).hex()
+        self.dialect: Dialect = dialect
+        self.route = "-"
+        self.status = 0
+        self.stream = False
+        self.key: str | None = None
+        self.deployment: str | None = None
+        self.provider: str | None = None
+        self.attempts = 0
+        self.cost_usd: float | None = None
+        self.tokens_in: int | None = None
+        self.tokens_out: int | None = None
+        self.ttft_s: float | None = None
+        self.overhead_s: float | None = None
+        self.usage_estimated = False
+
+    async def read_json(self, limit: int) -> tuple[bytes, dict[str, Any]]:
+        """The body as a JSON object, refused early when over ``limit`` bytes."""
+        ct = self.headers.get(b"content-type")
+        if ct is not None and not ct.split(b";", 1)[0].strip().lower().endswith(b"json"):
+            raise UnsupportedMediaType(f"content-type must be application/json, not {ct.decode('latin-1')!r}")
+        declared = self.headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body is {int(declared)} bytes; the limit is {limit}")
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            msg = await self.receive()
+            if msg["type"] == "http.disconnect":
+                raise ClientGone
+            part = msg.get("body", b"")
+            size += len(part)
+            if size > limit:
+                raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
+            chunks.append(part)
+            if not msg.get("more_body", False):
+                break
+        raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            body = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise BadRequest(f"request body is not valid JSON: {e}") from None
+        if not isinstance(body, dict):
+            raise BadRequest("request body must be a JSON object")
+        return raw, body
+
+    def base_headers(self) -> Headers:
+        return [(b"x-request-id", self.request_id.encode())]
+
+    async def respond(self, status: int, headers: Headers, body: bytes) -> None:
+        self.status = status
+        headers.append((b"x-request-id", self.request_id.encode()))
+        headers.append((b"content-length", str(len(body)).encode()))
+        await self.send({"type": "http.response.start", "status": status, "headers": headers})
+        await self.send({"type": "http.response.body", "body": body})
+
+    async def respond_json(self, status: int, obj: Any, extra: Headers | None = None) -> None:
+        await self.respond(status, [JSON_CT, *(extra or [])], orjson.dumps(obj))
+
+    def log_fields(self) -> dict[str, Any]:
+        f: dict[str, Any] = {
+            "request_id": self.request_id,
+            "method": self.scope.get("method"),
+            "path": self.scope.get("path"),
+            "route": self.route,
+            "status": self.status,
+            "stream": self.stream,
+            "key": self.key,
+            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+        }
+        if self.deployment is not None:
+            f.update(
+                model=self.deployment,
+                provider=self.provider,
+                attempts=self.attempts,
+                tokens_in=self.tokens_in,
+                tokens_out=self.tokens_out,
+                cost_usd=self.cost_usd,
+            )
+        if self.ttft_s is not None:
+            f["ttft_ms"] = round(self.ttft_s * 1000, 3)
+        if self.overhead_s is not None:
+            f["overhead_ms"] = round(self.overhead_s * 1000, 3)
+        if self.usage_estimated:
+            f["usage_estimated"] = True
+        return f

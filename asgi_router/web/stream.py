@@ -1,0 +1,119 @@
+"""A streamed answer: commit, relay event by event, end properly or with an error event.
+
+Nothing is sent before the executor returns a committed stream, so a chain or race can still
+switch members. After that, each upstream event is translated and written at once (no
+buffering to the end). A client that disconnects cancels the relay, which closes the upstream
+connection; spend for what was streamed is booked either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING
+
+import structlog
+
+from asgi_router.errors import UpstreamError
+from asgi_router.graph import Node
+from asgi_router.metrics import RouteMetrics, deployment_metrics
+from asgi_router.reload import Runtime
+from asgi_router.routing.outcome import Call
+from asgi_router.routing.stream import CommittedStream
+from asgi_router.web.exchange import Exchange
+from asgi_router.web.render import Headers, stream_error_event
+
+if TYPE_CHECKING:
+    from asgi_router.web.app import App
+
+log = structlog.get_logger("asgi_router.web")
+
+SSE_HEADERS: Headers = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+
+
+async def relay_stream(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call, rm: RouteMetrics) -> None:
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch_disconnect() -> None:
+        nonlocal gone
+        while (await ex.receive())["type"] != "http.disconnect":
+            pass
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.create_task(watch_disconnect())
+    committed: CommittedStream | None = None
+    try:
+        committed = await rt.executor.open(node, call)
+        await _relay(app, ex, call, committed, rm)
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        ex.status = 499  # client closed the request
+    finally:
+        watcher.cancel()
+        if committed is not None:
+            await committed.aclose()
+            _settle(app, ex, call, committed)
+
+
+async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: RouteMetrics) -> None:
+    from asgi_router.web.endpoints import router_headers
+
+    d = cs.deployment
+    send = ex.send
+    headers = [*SSE_HEADERS, *router_headers(ex, d, call), (b"x-request-id", ex.request_id.encode())]
+    ex.status = 200
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    ex.ttft_s = time.perf_counter() - ex.started
+    dm = deployment_metrics(app.metrics, d)
+    ttft_child = dm.ttft_by_route.get(ex.route)
+    (ttft_child or app.metrics.ttft.labels(ex.route, d.name)).observe(ex.ttft_s)
+    translator = cs.translation.stream()
+    try:
+        async for ev, probe in cs.events():
+            out = translator.feed(ev, probe)
+            if out:
+                await send(
+                    {
+                        "type": "http.response.body",
+                        "body": out[0] if len(out) == 1 else b"".join(out),
+                        "more_body": True,
+                    }
+                )
+    except UpstreamError as e:
+        log.warning("stream_broken", request_id=ex.request_id, model=d.name, error=str(e))
+        app.metrics.upstream_requests.labels(d.provider.name, d.name, "stream_error").inc()
+        ex.status = 502
+        await send(
+            {
+                "type": "http.response.body",
+                "body": stream_error_event(f"upstream stream from {d.name!r} broke: {e}", 502, ex.dialect),
+                "more_body": False,
+            }
+        )
+        return
+    await send({"type": "http.response.body", "body": b"".join(translator.close()), "more_body": False})
+
+
+def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:
+    from asgi_router.web.endpoints import account
+
+    d = cs.deployment
+    elapsed = time.perf_counter() - cs.started
+    call.upstream_wait_s += cs.tally.upstream_wait_s
+    dm = deployment_metrics(app.metrics, d)
+    if ex.status == 200:
+        dm.ok.inc()
+    elif ex.status == 499:
+        app.metrics.upstream_requests.labels(d.provider.name, d.name, "cancelled").inc()
+    dm.duration.observe(elapsed)
+    app.store.observe_latency(d.fingerprint, elapsed, cs.ttft_s)
+    account(app, ex, call, d, cs.tally.usage, output_chunks=cs.tally.content_chunks)

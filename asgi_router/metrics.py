@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
 from prometheus_client.exposition import generate_latest
 
 from asgi_router.graph import Deployment, Fallback, Graph, Race, leaves
@@ -51,6 +51,10 @@ class DeploymentMetrics:
 
 class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # no *_created series: the text format exposes each as one more gauge family per label
+        # set (twice the series, names outside CONTRACT §4). A process-wide switch of the client
+        # library; the gateway has one Metrics per process.
+        disable_created_metrics()  # type: ignore[no-untyped-call]
         r = self.registry = registry or CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "router_requests", "Client requests by public name and status", ["route", "status"], registry=r

@@ -15,9 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
-import orjson
-
 import fakeupstream as fu
+import orjson
 
 T = TypeVar("T")
 
@@ -192,7 +191,7 @@ async def _check_stream(session: aiohttp.ClientSession, ep: Endpoint) -> tuple[l
     return problems, notes
 
 
-async def _check(targets: Targets) -> tuple[list[str], list[str]]:
+async def _check(targets: Targets, drip: bool) -> tuple[list[str], list[str]]:
     problems: list[str] = []
     notes: list[str] = []
     async with aiohttp.ClientSession() as session:
@@ -200,7 +199,7 @@ async def _check(targets: Targets) -> tuple[list[str], list[str]]:
             for _ in range(2):  # twice: the second goes over a reused connection
                 problems += await _check_plain(session, ep)
         stream_eps = [targets.stream, targets.slow_stream]
-        if targets.drip is not None:
+        if drip and targets.drip is not None:
             stream_eps.append(targets.drip)
         for ep in stream_eps:
             for _ in range(2):
@@ -210,10 +209,13 @@ async def _check(targets: Targets) -> tuple[list[str], list[str]]:
     return problems, sorted(set(notes))
 
 
-def check(targets: Targets) -> tuple[list[str], list[str]]:
-    """Problems (wrong answers: do not load this contender) and notes (worth saying)."""
+def check(targets: Targets, drip: bool = False) -> tuple[list[str], list[str]]:
+    """Problems (wrong answers: do not load this contender) and notes (worth saying).
+
+    ``drip``: check the slow drip stream too (several seconds; only --memory uses it).
+    """
     try:
-        return run_async(_check(targets))
+        return run_async(_check(targets, drip))
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
         return [f"request failed: {exc!r}"], []
 

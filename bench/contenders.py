@@ -43,6 +43,8 @@ def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
         env.pop(var, None)
     env["NO_PROXY"] = env["no_proxy"] = "127.0.0.1,localhost"
     env["PYTHONUNBUFFERED"] = "1"
+    # The gateway measured is the one in this work tree, installed or not.
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE.parent), env.get("PYTHONPATH", "")) if p)
     env.update(extra or {})
     return env
 

@@ -127,7 +127,7 @@ load_module {module};
 worker_processes 1;
 worker_rlimit_nofile 65536;
 daemon off;
-master_process on;
+master_process off;
 pid {workdir}/nginx.pid;
 error_log {workdir}/nginx-error.log warn;
 events {{

@@ -38,7 +38,16 @@ import report
 import wrk
 from contenders import Contender
 from fakeupstream import FakeUpstream, start_fake_upstream
-from procs import StartError, signals_raise, stop, stop_all, tree_cpu_s, tree_pss_bytes, tree_rss_bytes
+from procs import (
+    StartError,
+    cpu_times,
+    signals_raise,
+    stop,
+    stop_all,
+    tree_cpu_s,
+    tree_pss_bytes,
+    tree_rss_bytes,
+)
 
 HERE = Path(__file__).resolve().parent
 GATEWAY_CPU = "0"
@@ -109,20 +118,47 @@ class Runner:
         return self.scripts[key]
 
     def load(
-        self, c: Contender, kind: str, url: str, body: bytes, conns: int, seconds: float, cpus: str | None = None
+        self,
+        c: Contender,
+        kind: str,
+        url: str,
+        body: bytes,
+        conns: int,
+        seconds: float,
+        cpus: str | None = None,
     ) -> dict[str, Any]:
         """One wrk load against ``c``; adds the CPU the contender's process tree used."""
         script = self.script(c.name, kind, [body])
+        cores0 = cpu_times()
         cpu0 = tree_cpu_s(c.pid)
         res = wrk.run(url, script, conns, seconds, cpus or self.loadgen_cpu)
         cpu = tree_cpu_s(c.pid) - cpu0
+        cores1 = cpu_times()
         out = res.as_dict()
         out["cpu_s"] = cpu
         out["cpu_us_per_req"] = cpu * 1e6 / res.ok if res.ok else None
         out["cpu_util"] = cpu / res.duration_s if res.duration_s else None
+        out.update(self._disturbance(c, cpu, res.duration_s, cores0, cores1))
         if res.error_count:
             log(f"    ! {c.name} {kind}: wrk errors {res.errors} of {res.requests} requests")
         return out
+
+    def _disturbance(
+        self,
+        c: Contender,
+        cpu: float,
+        seconds: float,
+        before: dict[int, tuple[float, float]],
+        after: dict[int, tuple[float, float]],
+    ) -> dict[str, float]:
+        """CPU that other processes (other sessions, tests) took on the gateway core meanwhile."""
+        if self.gateway_cpu is None or seconds <= 0 or int(self.gateway_cpu) not in after:
+            return {}
+        core = int(self.gateway_cpu)
+        busy = after[core][0] - before[core][0]
+        ours = cpu if c.proc is not None else 0.0  # direct's nginx is not on the gateway core
+        steal = sum(after[k][1] - before[k][1] for k in after if k in before)
+        return {"foreign_gateway_core": max(0.0, busy - ours) / seconds, "steal_s": steal}
 
 
 # -- the comparison ----------------------------------------------------------------------------
@@ -200,11 +236,20 @@ def _round_line(name: str, rnd: dict[str, Any]) -> str:
     cpu = pl["cpu_us_per_req"] or 0
     util = pl["cpu_util"] or 0
     ttft = rnd["ttft"]["p50_ms"]
-    return (
+    line = (
         f"  {name:<12} plain {pl['rps']:>8,.0f} req/s ({cpu:,.0f} µs CPU/req, core {util:.0%})"
         f"  streams {st['rps']:>7,.0f}/s  p50/p99 @1 {l1['p50_ms']:.2f}/{l1['p99_ms']:.2f} ms"
         f" @8 {l8['p50_ms']:.2f}/{l8['p99_ms']:.2f} ms  TTFT {ttft if ttft is None else round(ttft, 2)} ms"
     )
+    foreign = _foreign(rnd)
+    if foreign > 0.05:
+        line += f"\n    ! other processes took {foreign:.0%} of core {GATEWAY_CPU} during these loads"
+    return line
+
+
+def _foreign(rnd: dict[str, Any]) -> float:
+    """The largest share of the gateway core other processes took during one of a round's loads."""
+    return max((v.get("foreign_gateway_core", 0.0) for v in rnd.values() if isinstance(v, dict)), default=0.0)
 
 
 def comparison(run: Runner, doc: dict[str, Any]) -> None:
@@ -241,12 +286,21 @@ def comparison(run: Runner, doc: dict[str, Any]) -> None:
     summary = report.summarize(info, ("direct", "floor", "litellm"))
     doc["summary"] = summary
     log("")
-    log(f"== overhead, one worker on core {GATEWAY_CPU}, wrk + nginx on core {LOADGEN_CPU}; "
+    log(
+        f"== overhead, one worker on core {GATEWAY_CPU}, wrk + nginx on core {LOADGEN_CPU}; "
         f"{args.rounds} round(s) x {args.duration} s, {args.connections} connections; "
-        f"delayed upstream {args.delay_ms:g} ms ==")
+        f"delayed upstream {args.delay_ms:g} ms =="
+    )
     log(report.table(summary, present))
     log("")
     log(report.ratio_table(summary, present))
+    worst = max((_foreign(r) for i in info.values() for r in i.get("rounds", [])), default=0.0)
+    doc["max_foreign_gateway_core"] = worst
+    if worst > 0.05:
+        log(
+            f"! other processes on this machine took up to {worst:.0%} of core {GATEWAY_CPU} during"
+            " some loads: absolute figures are disturbed; compare ratios, or run again when idle"
+        )
     for name, i in info.items():
         if i.get("status") == "skipped":
             log(f"skipped {name}: {_short(i['reason'])}")

@@ -55,7 +55,8 @@ class Proc:
 _RUNNING: list[Proc] = []
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
+    """Run in the child before exec: the kernel SIGKILLs it when the benchmark dies."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
@@ -85,7 +86,7 @@ def start(
             env=dict(env) if env is not None else None,
             cwd=cwd,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent,
         )
     except OSError as exc:
         raise StartError(f"{name}: cannot start {full[0]}: {exc}") from exc
@@ -116,6 +117,8 @@ def stop(proc: Proc, timeout_s: float = 10.0) -> None:
             time.sleep(0.05)
     with contextlib.suppress(subprocess.TimeoutExpired):
         proc.popen.wait(timeout=1)
+    if proc.popen.returncode == -signal.SIGKILL:
+        print(f"  ({proc.name} did not stop on SIGTERM within {timeout_s:.0f} s: killed)", flush=True)
 
 
 def stop_all() -> None:
@@ -198,6 +201,20 @@ def tree_pss_bytes(root: int) -> int:
         except (OSError, ValueError, IndexError):
             continue
     return total
+
+
+def cpu_times() -> dict[int, tuple[float, float]]:
+    """Per CPU since boot: (busy seconds, steal seconds), from /proc/stat."""
+    out: dict[int, tuple[float, float]] = {}
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/stat").read_text().splitlines():
+            name, *vals = line.split()
+            if not name.startswith("cpu") or name == "cpu":
+                continue
+            v = [int(x) for x in vals[:8]] + [0] * max(0, 8 - len(vals))
+            user, nice, system, _idle, _iowait, irq, softirq, steal = v[:8]
+            out[int(name[3:])] = ((user + nice + system + irq + softirq) / CLK_TCK, steal / CLK_TCK)
+    return out
 
 
 def set_tree_affinity(root: int, cpus: set[int]) -> None:

@@ -73,7 +73,9 @@ def summarize(results: dict[str, dict[str, Any]], references: tuple[str, ...]) -
             ref_rounds = results[ref]["rounds"]
             ratios[ref] = {
                 key: _median(
-                    _paired(per_round(rounds, key), per_round(ref_rounds, key), lambda x, y: x / y if y else 0.0)
+                    _paired(
+                        per_round(rounds, key), per_round(ref_rounds, key), lambda x, y: x / y if y else 0.0
+                    )
                 )
                 for key in RATIO_KEYS
             }
@@ -97,7 +99,9 @@ def _fmt(value: float | None, digits: int = 0, signed: bool = False) -> str:
 def _ratio(value: float | None) -> str:
     if value is None:
         return "—"
-    return f"{value:.2f}×" if value < 10 else f"{value:.1f}×"
+    if value < 0.1:
+        return f"{value:.4f}x"
+    return f"{value:.2f}x" if value < 10 else f"{value:.1f}x"
 
 
 def table(summary: dict[str, Any], order: list[str]) -> str:
@@ -136,7 +140,8 @@ def table(summary: dict[str, Any], order: list[str]) -> str:
     if "direct" in summary:
         d = summary["direct"]["median"]
         out += (
-            f"\n(direct, the base of the + columns: p50/p99 @1 {_fmt(d['p50_1'], 2)}/{_fmt(d['p99_1'], 2)} ms,"
+            "\n(direct, the base of the + columns:"
+            f" p50/p99 @1 {_fmt(d['p50_1'], 2)}/{_fmt(d['p99_1'], 2)} ms,"
             f" @8 {_fmt(d['p50_8'], 2)}/{_fmt(d['p99_8'], 2)} ms, TTFT p50 {_fmt(d['ttft'], 2)} ms;"
             " direct's CPU and RSS are nginx's, on the load generator's core)"
         )
@@ -146,6 +151,8 @@ def table(summary: dict[str, Any], order: list[str]) -> str:
 def ratio_table(summary: dict[str, Any], order: list[str]) -> str:
     rows = [["ratio (median of per-round ratios)", "plain req/s", "streams/s", "CPU/req", "CPU/stream"]]
     for name in order:
+        if name == "direct":
+            continue
         for ref in ("direct", "floor", "litellm"):
             r = summary.get(name, {}).get("ratios", {}).get(ref)
             if r is None:

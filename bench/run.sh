@@ -93,9 +93,18 @@ install_litellm() {
   fi
   log "installing litellm[proxy]==$LITELLM_VERSION into $LITELLM_VENV (takes a few minutes)"
   rm -rf "$LITELLM_VENV"
-  "$PY" -m venv "$LITELLM_VENV"
-  "$LITELLM_VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$LITELLM_VENV/bin/python" -m pip install --quiet "litellm[proxy]==$LITELLM_VERSION"
+  local pip_log
+  pip_log="$(mktemp)"
+  if ! { "$PY" -m venv "$LITELLM_VENV" &&
+         "$LITELLM_VENV/bin/python" -m pip install --upgrade pip &&
+         "$LITELLM_VENV/bin/python" -m pip install "litellm[proxy]==$LITELLM_VERSION"; } >"$pip_log" 2>&1; then
+    tail -n 30 "$pip_log" >&2
+    rm -f "$pip_log"
+    rm -rf "$LITELLM_VENV"
+    log "LiteLLM install failed (pip's output above)"
+    exit 2
+  fi
+  rm -f "$pip_log"
   have="$(litellm_installed_version || true)"
   if [ "$have" != "$LITELLM_VERSION" ] || is_bad_litellm "$have"; then
     log "LiteLLM install gave version '$have', not $LITELLM_VERSION: deleting the virtualenv"

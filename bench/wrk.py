@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from procs import die_with_parent
+
 MARK = "BENCH_WRK_JSON "
 
 _DONE = """
@@ -49,10 +51,7 @@ def write_script(path: Path, bodies: list[bytes]) -> Path:
         head.append(f"local bodies = {{\n  {items}\n}}")
         head.append("local n = 0")
         head.append(
-            "request = function()\n"
-            "  n = n % #bodies + 1\n"
-            "  return wrk.format(nil, nil, nil, bodies[n])\n"
-            "end"
+            "request = function()\n  n = n % #bodies + 1\n  return wrk.format(nil, nil, nil, bodies[n])\nend"
         )
     path.write_text("\n".join(head) + "\n" + _DONE)
     return path
@@ -93,7 +92,7 @@ def run(url: str, script: Path, connections: int, duration_s: float, cpus: str |
         wrk,
         "-t1",
         f"-c{connections}",
-        f"-d{max(duration_s, 0.5):.1f}s",
+        f"-d{max(1, round(duration_s))}s",
         "--timeout",
         "15s",
         "-s",
@@ -103,7 +102,14 @@ def run(url: str, script: Path, connections: int, duration_s: float, cpus: str |
     if cpus is not None:
         argv = ["taskset", "-c", cpus, *argv]
     try:
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=duration_s + 60, check=False)
+        out = subprocess.run(
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=duration_s + 60,
+            check=False,
+            preexec_fn=die_with_parent,
+        )
     except subprocess.TimeoutExpired as exc:
         raise WrkError(f"wrk did not finish: {' '.join(argv)}") from exc
     line = next((ln for ln in out.stdout.splitlines() if ln.startswith(MARK)), None)

@@ -26,6 +26,7 @@ __all__ = [
     "ConfigErrors",
     "Preset",
     "append_key",
+    "compile_specs",
     "describe",
     "init_toml",
     "load",

@@ -32,6 +32,7 @@ from asgi_router.config.schema import (
     ServerSpec,
     StateSpec,
 )
+from asgi_router.config.secrets import is_ref
 from asgi_router.config.source import Problems, Where
 from asgi_router.graph import (
     ORDERS,
@@ -170,9 +171,9 @@ def _api_keys(
         )
         return None
     seen: set[str] = set()
-    for ref in ps.api_keys:
-        if ref in seen:
-            problems.add(where, "api_keys", f"{ref} is listed twice")
+    for index, ref in enumerate(ps.api_keys, start=1):
+        if ref in seen:  # name a literal (a secret) only by its position
+            problems.add(where, "api_keys", f"{ref if is_ref(ref) else f'entry {index}'} is listed twice")
         seen.add(ref)
     keys = tuple(secrets[ref] for ref in ps.api_keys if ref in secrets)
     return keys if len(keys) == len(ps.api_keys) else None  # the others are reported already

@@ -46,7 +46,9 @@ async def serve(host: str, port: int, scripts: list[Script]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m asgi_router.sim", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m asgi_router.sim", description="Run one simulated OpenAI + Anthropic provider."
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (printed)")
     parser.add_argument("--script", type=Path, help="JSON file: a script object or a list of them")
@@ -56,7 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, orjson.JSONDecodeError, StepError) as exc:
         print(f"asgi-router-sim: bad script file {args.script}: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(args.host, args.port, scripts))
+    try:
+        asyncio.run(serve(args.host, args.port, scripts))
+    except OSError as exc:  # e.g. the port is taken
+        print(f"asgi-router-sim: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

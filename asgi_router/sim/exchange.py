@@ -42,7 +42,17 @@ class Runtime(Protocol):
 
 
 class Exchange:
-    __slots__ = ("body", "created", "leave_outcome", "record", "request", "response", "rt", "step")
+    __slots__ = (
+        "body",
+        "created",
+        "leave_outcome",
+        "record",
+        "request",
+        "response",
+        "rt",
+        "step",
+        "streaming",
+    )
 
     def __init__(self, request: web.Request, rt: Runtime, record: Record, step: Step, body: Any) -> None:
         self.request = request
@@ -51,6 +61,7 @@ class Exchange:
         self.step = step
         self.body = body
         self.response: web.StreamResponse | None = None
+        self.streaming = False  # an SSE body has started: keep-alive comments may go out
         self.leave_outcome = "disconnected"  # recorded if the client leaves now
         self.created = int(time.time())  # the "created" field of answers (wall clock, by design)
 
@@ -92,7 +103,7 @@ class Exchange:
         now = loop.time()
         deadline = now + seconds
         every = self.step.keepalive_s
-        next_keepalive = now + every if every and self.response is not None else math.inf
+        next_keepalive = now + every if every and self.streaming else math.inf
         while True:
             if self.client_gone():
                 raise ClientGone
@@ -109,7 +120,8 @@ class Exchange:
     # responses
 
     def headers(self, extra: dict[str, str] | None = None) -> dict[str, str]:
-        out = {"x-request-id": f"req_sim{self.record['seq']:06d}"}
+        request_id = f"req_sim{self.record['seq']:06d}"
+        out = {"x-request-id": request_id, "request-id": request_id}
         out.update(extra or {})
         out.update(self.step.response_headers())
         return out
@@ -151,6 +163,7 @@ class Exchange:
             status=200, headers=self.headers({"content-type": SSE_CONTENT_TYPE, "cache-control": "no-cache"})
         )
         self.response = resp
+        self.streaming = True
         self.rt.state.update(self.record, status=200)
         await resp.prepare(self.request)
 

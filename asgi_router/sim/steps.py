@@ -35,14 +35,15 @@ Timing
     ``delay_s``               wait before the response headers (any endpoint).
     ``ttft_s``                streams: wait between the role chunk / ``message_start`` and the
                               first content. ``chunk_delay_s``: wait between content chunks.
-                              Non-streamed answers wait ``delay_s + ttft_s + chunk_delay_s *
-                              (chunks - 1)`` in total before the headers.
+                              Non-streamed chat answers wait ``delay_s + ttft_s + chunk_delay_s *
+                              (chunks - 1)`` in total before the headers; embeddings only ``delay_s``.
     ``keepalive_s``           while a stream waits (ttft, chunk delays, stall) send a
                               ``: keep-alive`` comment line this often.
 
 Errors (answered in the endpoint's dialect)
-    ``status`` (int ≥ 400)    error status. Body ``{"error": {message, type, param, code}}`` on
-                              OpenAI paths, ``{"type": "error", "error": {type, message}}`` on
+    ``status`` (int)          error status (values below 400 are ignored). Body
+                              ``{"error": {message, type, param, code}}`` on OpenAI paths,
+                              ``{"type": "error", "error": {type, message}}`` on
                               ``/v1/messages``; ``error_type``, ``error_code`` (OpenAI only),
                               ``error_message`` override the parts, ``error_body`` replaces the
                               whole body (a JSON value, or a string sent verbatim as text/plain).
@@ -79,11 +80,19 @@ Connection and stream faults (``N`` counts content chunks already sent; ``0`` = 
                               ``overloaded_error`` unless ``error_type``) and end the body.
     ``no_done``               streams: finish and usage but no ``data: [DONE]`` / ``message_stop``.
     ``no_finish``             streams: ``[DONE]`` / ``message_stop`` but never a finish reason /
-                              stop reason.
+                              stop reason (non-streamed: ``finish_reason`` / ``stop_reason`` null).
+    ``mid_stream_error``, ``no_done`` and ``keepalive_s`` do nothing to non-streamed answers.
 
 Order of application: ``delay_s``, ``hang``, ``close_before_headers``, ``check_auth``, request
 validation (messages, ``require_max_tokens``), ``strict_params``, ``context_window``, ``status``,
 then the answer with its stream faults.
+
+Outcomes recorded in the log (``GET /_sim/log``): ``pending`` while in flight, then ``ok``,
+``error_status`` (any answer ≥ 400, scripted or from a check), ``cut``, ``malformed``,
+``mid_stream_error``, ``no_done``, ``no_finish``, ``closed_before_headers``, ``stalled`` (the client
+left during ``stall_after``), ``hung`` (the client left a ``hang``), ``disconnected`` (the client
+left before we finished anything else), ``server_stopped``, ``sim_error`` (a bug here). The record's
+``client_left`` is true whenever the client closed first.
 """
 
 from __future__ import annotations

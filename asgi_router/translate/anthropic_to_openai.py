@@ -293,7 +293,7 @@ class AnthropicFromOpenAIStream:
 
     __slots__ = (
         "_ended", "_finish", "_fixer", "_late_text", "_model", "_msg_id", "_next", "_open",
-        "_open_tool", "_pending", "_started", "_tools", "usage",
+        "_open_tool", "_pending", "_refusal_only", "_started", "_tools", "usage",
     )  # fmt: skip
 
     def __init__(self, *, model: str, fixer: ChunkFixer | None) -> None:
@@ -309,6 +309,7 @@ class AnthropicFromOpenAIStream:
         self._pending: list[_Tool] = []  # tool calls seen, not yet started
         self._late_text: list[str] = []  # text that came while a tool call was unfinished
         self._finish: str | None = None
+        self._refusal_only: bool | None = None  # text so far came only as refusal deltas
         self.usage: Usage | None = None
 
     def feed(self, ev: SSEEvent, probe: Probe) -> list[bytes]:
@@ -356,6 +357,7 @@ class AnthropicFromOpenAIStream:
         delta = as_dict(choice.get("delta"))
         for key in ("content", "refusal"):
             if isinstance(delta.get(key), str) and delta[key]:
+                self._refusal_only = key == "refusal" and self._refusal_only is not False
                 self._text(delta[key], out)
         calls = delta.get("tool_calls")
         if isinstance(calls, list):
@@ -455,7 +457,8 @@ class AnthropicFromOpenAIStream:
         self._ended = True
         out = [] if self._started else [self._start({})]
         self._flush(out)
-        delta = {"stop_reason": stop_reason(self._finish), "stop_sequence": None}
+        reason = "refusal" if self._refusal_only else stop_reason(self._finish)
+        delta = {"stop_reason": reason, "stop_sequence": None}
         usage = usage_dict(self.usage or Usage())
         out.append(event("message_delta", {"type": "message_delta", "delta": delta, "usage": usage}))
         out.append(wire.MESSAGE_STOP)

@@ -19,7 +19,7 @@ import structlog
 from asgi_router.graph import Deployment, Quirks
 from asgi_router.wire.usage import Usage
 
-log = structlog.get_logger("asgi_router.translate")
+LOGGER = "asgi_router.translate"
 
 # §3.7 of the wire reference. Rows marked "ours" there: refusal ↔ content_filter,
 # model_context_window_exceeded → length.
@@ -53,16 +53,23 @@ RAW_ARGUMENTS_KEY = "raw_arguments"
 """Tool-call arguments that are not a JSON object reach Anthropic as ``{"raw_arguments": s}``."""
 
 
+def debug(event: str, **kw: Any) -> None:
+    """A debug line on the ``asgi_router.translate`` logger. The logger is looked up per call
+    (only when something is dropped or rewritten, a few times per attempt at most), so a
+    logger cached under an earlier configuration never hides these lines."""
+    structlog.get_logger(LOGGER).debug(event, **kw)
+
+
 def dropped(provider: str, param: str, reason: str = "unsupported") -> None:
-    log.debug("param_dropped", provider=provider, param=param, reason=reason)
+    debug("param_dropped", provider=provider, param=param, reason=reason)
 
 
 def renamed(provider: str, param: str, to: str) -> None:
-    log.debug("param_renamed", provider=provider, param=param, to=to)
+    debug("param_renamed", provider=provider, param=param, to=to)
 
 
 def clamped(provider: str, param: str, value: Any, to: Any) -> None:
-    log.debug("param_clamped", provider=provider, param=param, value=value, to=to)
+    debug("param_clamped", provider=provider, param=param, value=value, to=to)
 
 
 def as_dict(value: Any) -> dict[str, Any]:

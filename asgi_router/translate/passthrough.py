@@ -31,8 +31,8 @@ from asgi_router.graph import Deployment, Quirks
 from asgi_router.translate.common import (
     apply_param_quirks,
     as_dict,
+    debug,
     dropped,
-    log,
     merge_params,
     short_hash,
 )
@@ -111,13 +111,13 @@ def _rewrite_messages(
         out.append(m)
         prev_role = role
     if counts["developer"]:
-        log.debug("param_renamed", provider=provider, param="messages[].role=developer", to="system")
+        debug("param_renamed", provider=provider, param="messages[].role=developer", to="system")
     if counts["name"]:
         dropped(provider, "messages[].name", "message_name")
     if counts["ids"]:
-        log.debug("tool_call_ids_rewritten", provider=provider, count=counts["ids"])
+        debug("tool_call_ids_rewritten", provider=provider, count=counts["ids"])
     if counts["filler"]:
-        log.debug("message_inserted", provider=provider, role="assistant", count=counts["filler"])
+        debug("message_inserted", provider=provider, role="assistant", count=counts["filler"])
     return out
 
 
@@ -201,12 +201,36 @@ class ChunkFixer:
         return call
 
 
+def complete_response(body: Any) -> Any:
+    """OpenAI's spec requires ``message.refusal`` and ``choices[].logprobs`` (null allowed)
+    and ``tool_calls``, when present, to be a list; several compatible providers (Mistral,
+    Gemini) leave the first two out or send ``"tool_calls": null``: repaired here."""
+    choices = body.get("choices") if isinstance(body, dict) else None
+    if not isinstance(choices, list):
+        return body
+    out: list[Any] = []
+    for c in choices:
+        message = c.get("message") if isinstance(c, dict) else None
+        if isinstance(message, dict) and (
+            "logprobs" not in c or "refusal" not in message or message.get("tool_calls", ()) is None
+        ):
+            fixed = {"refusal": None, **message}
+            if fixed.get("tool_calls", ()) is None:
+                del fixed["tool_calls"]
+            c = {**c, "logprobs": c.get("logprobs"), "message": fixed}
+        out.append(c)
+    if all(a is b for a, b in zip(out, choices, strict=True)):
+        return body
+    return {**body, "choices": out}
+
+
 class PassthroughStream:
-    __slots__ = ("_fixer", "_hide_usage_chunk")
+    __slots__ = ("_closed", "_fixer", "_hide_usage_chunk")
 
     def __init__(self, hide_usage_chunk: bool, fixer: ChunkFixer | None = None) -> None:
         self._hide_usage_chunk = hide_usage_chunk
         self._fixer = fixer
+        self._closed = False
 
     def feed(self, ev: SSEEvent, probe: Probe) -> list[bytes]:
         if probe.done or (probe.usage_only and self._hide_usage_chunk):
@@ -218,6 +242,9 @@ class PassthroughStream:
         return [encode(ev.data)]
 
     def close(self) -> list[bytes]:
+        if self._closed:
+            return []
+        self._closed = True
         return [STREAM_DONE]
 
 
@@ -237,7 +264,7 @@ class OpenAIPassthrough:
 
     def response(self, body: Any) -> Any:
         fixer = self._fixer()
-        return body if fixer is None else fixer.response(body)
+        return complete_response(body if fixer is None else fixer.response(body))
 
     def stream(self) -> PassthroughStream:
         return PassthroughStream(hide_usage_chunk=not self._client_wants_usage, fixer=self._fixer())

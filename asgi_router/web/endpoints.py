@@ -107,6 +107,7 @@ def _resolve(app: App, rt: Runtime, ex: Exchange, body: dict[str, Any], key: Cli
         raise BadRequest("'model' is required and must be a string", param="model")
     node = rt.graph.resolve(model)
     if node is None:
+        ex.route = "unknown"
         raise ModelNotFound(
             f"the model {model!r} does not exist; GET /v1/models lists the names", param="model"
         )

@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import anthropic
@@ -21,7 +22,7 @@ import pytest
 
 from asgi_router.sim import SimServer
 
-MESSAGES = [{"role": "user", "content": "Say hello."}]
+MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
 CHAT = {"model": "m", "messages": MESSAGES, "stream": True}
 ANTHROPIC = {"model": "c", "max_tokens": 10, "messages": MESSAGES, "stream": True}
 
@@ -62,21 +63,25 @@ def only(sim: SimServer, timeout: float = 2.0) -> dict[str, object]:
 def test_cut_after_closes_mid_stream(sim: SimServer) -> None:
     sim.script("m", [{"cut_after": 2}])
     seen: list[str] = []
-    with openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client:
-        with pytest.raises(openai.APIConnectionError):  # noqa: PT012
-            for chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):  # type: ignore[arg-type]
-                if chunk.choices and chunk.choices[0].delta.content:
-                    seen.append(chunk.choices[0].delta.content)
+    with (
+        openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client,
+        pytest.raises(openai.APIConnectionError),
+    ):
+        for chunk in client.chat.completions.create(model="m", messages=MESSAGES, stream=True):
+            if chunk.choices and chunk.choices[0].delta.content:
+                seen.append(chunk.choices[0].delta.content)
     assert seen == ["Hel", "lo "]
     assert only(sim)["outcome"] == "cut"
 
 
 def test_cut_after_in_anthropic_stream(sim: SimServer) -> None:
     sim.script("c", [{"cut_after": 1}])
-    with anthropic.Anthropic(base_url=sim.root_url, api_key="k", max_retries=0) as client:
-        with pytest.raises(Exception, match="incomplete chunked read"):  # noqa: PT012
-            with client.messages.stream(model="c", max_tokens=5, messages=MESSAGES) as stream:  # type: ignore[arg-type]
-                stream.get_final_message()
+    with (
+        anthropic.Anthropic(base_url=sim.root_url, api_key="k", max_retries=0) as client,
+        pytest.raises(Exception, match="incomplete chunked read"),
+        client.messages.stream(model="c", max_tokens=5, messages=MESSAGES) as stream,
+    ):
+        stream.get_final_message()
 
 
 def test_cut_with_reset_and_non_streamed(sim: SimServer) -> None:
@@ -95,7 +100,7 @@ def test_close_before_headers_is_a_connection_error(sim: SimServer) -> None:
     with openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client:
         for expected in (httpx.RemoteProtocolError, httpx.ReadError):
             with pytest.raises(openai.APIConnectionError) as err:
-                client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+                client.chat.completions.create(model="m", messages=MESSAGES)
             assert type(err.value.__cause__).__name__ == expected.__name__
     assert sim.wait_idle()
     assert [r["outcome"] for r in sim.log()] == ["closed_before_headers"] * 2
@@ -139,14 +144,18 @@ def test_malformed_then_close_anthropic(sim: SimServer) -> None:
         with pytest.raises(httpx.RemoteProtocolError):
             for part in r.iter_bytes():
                 got += part
-    assert got.decode().endswith("event: ping\ndata: {\"type\":\"ping\"}\n\nevent: content_block_delta\ndata: {not json\n\n")
+    assert got.decode().endswith(
+        'event: ping\ndata: {"type":"ping"}\n\nevent: content_block_delta\ndata: {not json\n\n'
+    )
 
 
 def test_malformed_non_streamed(sim: SimServer) -> None:
     sim.script("m", [{"malformed_after": 0}])
-    with openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client:
-        with pytest.raises(openai.APIResponseValidationError):
-            client.chat.completions.create(model="m", messages=MESSAGES)  # type: ignore[arg-type]
+    with (
+        openai.OpenAI(base_url=sim.base_url, api_key="k", max_retries=0) as client,
+        pytest.raises(ValueError, match="Expecting property name"),  # the SDK's json.loads
+    ):
+        client.chat.completions.create(model="m", messages=MESSAGES)
 
 
 def test_no_done(sim: SimServer) -> None:
@@ -203,11 +212,14 @@ def test_ttft_and_chunk_delay(sim: SimServer) -> None:
 def test_stall_detected_by_a_client_timeout(sim: SimServer) -> None:
     sim.script("m", [{"stall_after": 2}])
     seen: list[str] = []
-    with httpx.Client(timeout=httpx.Timeout(5.0, read=0.3)) as http:
-        with pytest.raises(httpx.ReadTimeout), http.stream("POST", sim.base_url + "/chat/completions", json=CHAT) as r:
-            for line in r.iter_lines():
-                if content_of(line):
-                    seen.append(line)
+    with (
+        httpx.Client(timeout=httpx.Timeout(5.0, read=0.5)) as http,
+        pytest.raises(httpx.ReadTimeout),
+        http.stream("POST", sim.base_url + "/chat/completions", json=CHAT) as r,
+    ):
+        for line in r.iter_lines():
+            if content_of(line):
+                seen.append(line)
     assert len(seen) == 2
     record = only(sim)
     assert record["outcome"] == "stalled" and record["client_left"] is True
@@ -234,12 +246,21 @@ def test_client_leaving_a_slow_stream_is_recorded_promptly(sim: SimServer) -> No
     left_at = time.monotonic()
     record = only(sim, timeout=1.0)
     assert record["outcome"] == "disconnected" and record["client_left"] is True
-    assert isinstance(record["ended"], float) and record["ended"] - left_at < 0.5
+    assert isinstance(record["ended"], float) and record["ended"] - left_at < 2.0  # the next chunk: 5 s
 
 
-async def test_race_loser_cancelled_is_disconnected(sim: SimServer) -> None:
+def test_race_loser_cancelled_is_disconnected(sim: SimServer) -> None:
     sim.script("slow", [{"ttft_s": 5.0}])
     sim.script("fast", [{"ttft_s": 0.05}])
+    asyncio.run(race(sim))
+    assert sim.wait_idle(1.0)
+    outcomes = {r["model"]: r["outcome"] for r in sim.log()}
+    assert outcomes["slow"] == "disconnected"
+    assert outcomes["fast"] in ("ok", "disconnected")
+
+
+async def race(sim: SimServer) -> None:
+    """Two streams; the first to produce content wins and the other is cancelled."""
 
     async def first_content(session: aiohttp.ClientSession, model: str) -> str:
         async with session.post(sim.base_url + "/chat/completions", json={**CHAT, "model": model}) as resp:
@@ -255,10 +276,6 @@ async def test_race_loser_cancelled_is_disconnected(sim: SimServer) -> None:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
         assert [t.result() for t in done] == ["fast"]
-    await asyncio.to_thread(sim.wait_idle, 1.0)
-    outcomes = {r["model"]: r["outcome"] for r in sim.log()}
-    assert outcomes["slow"] == "disconnected"
-    assert outcomes["fast"] in ("ok", "disconnected")
 
 
 def test_stop_drops_requests_in_flight() -> None:
@@ -279,7 +296,7 @@ def test_stop_drops_requests_in_flight() -> None:
     start = time.monotonic()
     sim.stop()
     caller.join(2)
-    assert time.monotonic() - start < 1.0
+    assert time.monotonic() - start < 2.5
     assert [r["outcome"] for r in sim.log()] == ["server_stopped"]
     sim.stop()  # idempotent
 
@@ -291,7 +308,9 @@ def test_control_api_over_http(sim: SimServer) -> None:
     with httpx.Client(base_url=sim.root_url) as http:
         bad = http.post("/_sim/script", json={"model": "m", "steps": [{"statuss": 500}]})
         assert bad.status_code == 400 and "statuss" in bad.json()["error"]
-        ok = http.post("/_sim/script", json=[{"model": "m", "steps": [{"status": 503}], "default": {"text": "yo"}}])
+        ok = http.post(
+            "/_sim/script", json=[{"model": "m", "steps": [{"status": 503}], "default": {"text": "yo"}}]
+        )
         assert ok.json() == {"ok": True, "models": ["m"]}
         assert http.post("/v1/chat/completions", json={**CHAT, "stream": False}).status_code == 503
         answer = http.post("/v1/chat/completions", json={**CHAT, "stream": False}).json()
@@ -350,3 +369,30 @@ def test_command_line(tmp_path: Path) -> None:
             proc.communicate()
     assert proc.returncode == 0, err
     assert out == ""
+
+
+def test_extra_headers_request_id_and_max_tokens_rules(sim: SimServer) -> None:
+    sim.script("m", [{"headers": {"x-ratelimit-remaining-requests": "0"}, "retry_after": "soon"}])
+    sim.script("m2", default={"require_max_tokens": True})
+    sim.script("c", default={"require_max_tokens": False})
+    with httpx.Client(base_url=sim.root_url) as http:
+        r = http.post("/v1/chat/completions", json=CHAT)
+        assert r.headers["x-ratelimit-remaining-requests"] == "0" and r.headers["retry-after"] == "soon"
+        assert r.headers["x-request-id"] == r.headers["request-id"] and r.headers["x-request-id"].startswith(
+            "req_"
+        )
+        no_max = {"model": "m2", "messages": MESSAGES}
+        assert http.post("/v1/chat/completions", json=no_max).json()["error"]["param"] == "max_tokens"
+        assert (
+            http.post("/v1/chat/completions", json={**no_max, "max_completion_tokens": 5}).status_code == 200
+        )
+        assert http.post("/v1/messages", json={"model": "c", "messages": MESSAGES}).status_code == 200
+
+
+def test_embedding_token_inputs_and_faults(sim: SimServer) -> None:
+    sim.script("e", [{"status": 500}, {"usage": {"prompt_tokens": 42}}])
+    with httpx.Client(base_url=sim.base_url) as http:
+        assert http.post("/embeddings", json={"model": "e", "input": "x"}).status_code == 500
+        out = http.post("/embeddings", json={"model": "e", "input": [[1, 2, 3], [4]]}).json()
+    assert [d["index"] for d in out["data"]] == [0, 1]
+    assert out["usage"] == {"prompt_tokens": 42, "total_tokens": 42}

@@ -224,7 +224,9 @@ def test_required_presets_exist() -> None:
     assert PRESETS["gemini"].base_url == "https://generativelanguage.googleapis.com/v1beta/openai"
     assert PRESETS["gemini"].quirks.stream_tool_finish is True
     assert PRESETS["cerebras"].quirks.developer_role is False
-    assert {"frequency_penalty", "presence_penalty", "parallel_tool_calls"} <= PRESETS["cerebras"].quirks.drop_params
+    assert {"frequency_penalty", "presence_penalty", "parallel_tool_calls"} <= PRESETS[
+        "cerebras"
+    ].quirks.drop_params
     assert PRESETS["deepinfra"].quirks.rename_params == {"max_completion_tokens": "max_tokens"}
 
 
@@ -252,7 +254,7 @@ def test_client_keys() -> None:
     g = compile_text(
         ONE_MODEL
         + '[fallbacks.chat]\nchain = ["a"]\n'
-        + f'[keys.team-a]\nkey = "env:TEAM_KEY"\nallow = ["chat"]\nrpm = 60\nbudget_usd = 5\n'
+        + '[keys.team-a]\nkey = "env:TEAM_KEY"\nallow = ["chat"]\nrpm = 60\nbudget_usd = 5\n'
         + f'[keys.ops]\nkey_sha256 = "{digest.upper()}"\nbudget_period = "day"\n'
     )
     team, ops = g.keys["team-a"], g.keys["ops"]
@@ -280,9 +282,7 @@ def test_listen_on_loopback_without_keys(listen: str, host: str, port: int) -> N
 
 @pytest.mark.parametrize("listen", ["0.0.0.0:4000", "[::]:4000", "10.0.0.5:80", "router.internal:4000"])
 def test_any_address_with_keys(listen: str) -> None:
-    g = compile_text(
-        ONE_MODEL + f'[server]\nlisten = "{listen}"\n[keys.k]\nkey_sha256 = "{"0" * 64}"\n'
-    )
+    g = compile_text(ONE_MODEL + f'[server]\nlisten = "{listen}"\n[keys.k]\nkey_sha256 = "{"0" * 64}"\n')
     assert f"{g.server.host}:{g.server.port}".endswith(str(g.server.port))
 
 
@@ -370,7 +370,11 @@ def test_fingerprints_ignore_layout_comments_and_secret_values() -> None:
         # a leaf's price: the leaf and every group above it
         ("input = 0.59", "input = 0.6", {"node:llama", "node:fast", "node:chat"}),
         # a deeper leaf: large → backup → fast → chat
-        ('"mistral-large-latest"', '"mistral-large-2411"', {"node:large", "node:backup", "node:fast", "node:chat"}),
+        (
+            '"mistral-large-latest"',
+            '"mistral-large-2411"',
+            {"node:large", "node:backup", "node:fast", "node:chat"},
+        ),
         # a group's own field: itself and its parents only
         ('order = "cheapest"', 'order = "fastest"', {"node:backup", "node:fast", "node:chat"}),
         ("hedge_ms = 250", "hedge_ms = 100", {"node:fast", "node:chat"}),
@@ -382,7 +386,11 @@ def test_fingerprints_ignore_layout_comments_and_secret_values() -> None:
             {"provider:mistral", "node:small", "node:large", "node:backup", "node:fast", "node:chat"},
         ),
         # a key reference (not its value) is part of the provider's definition
-        ('["env:GROQ_API_KEY"]', '["env:TEAM_KEY"]', {"provider:groq", "node:llama", "node:fast", "node:chat"}),
+        (
+            '["env:GROQ_API_KEY"]',
+            '["env:TEAM_KEY"]',
+            {"provider:groq", "node:llama", "node:fast", "node:chat"},
+        ),
         ("budget_usd = 10", "budget_usd = 20", {"key:team"}),
     ],
 )

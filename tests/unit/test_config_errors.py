@@ -54,7 +54,7 @@ def P(name: str, extra: str = "") -> str:
 CASES = [
     # --- syntax and top level
     Case("toml-syntax", "[models.x\n", [E("", "", 1, "invalid TOML")]),
-    Case("toml-duplicate-key", 'a = 1\nb = 2\na = 3\n', [E("", "", 3, "invalid TOML")], base=False),
+    Case("toml-duplicate-key", "a = 1\nb = 2\na = 3\n", [E("", "", 3, "invalid TOML")], base=False),
     Case("unknown-top-level", "foo = 1\n", [E("", "foo", 1, "unknown table 'foo'")]),
     Case("top-level-suggestion", "[model.x]\n", [E("", "model", 1, "did you mean 'models'?")]),
     Case(
@@ -118,9 +118,11 @@ CASES = [
         '[providers.q]\npreset = "mistrall"\napi_keys = []\n',
         [E("providers.q", "preset", 2, "unknown preset 'mistrall'")],
     ),
-    Case("bad-api", P("q", 'api = "grpc"\n').replace('api = "openai"\n', ""), [
-        E("providers.q", "api", 4, 'must be "openai" or "anthropic"')
-    ]),
+    Case(
+        "bad-api",
+        P("q", 'api = "grpc"\n').replace('api = "openai"\n', ""),
+        [E("providers.q", "api", 4, 'must be "openai" or "anthropic"')],
+    ),
     Case(
         "bad-base-url",
         '[providers.q]\napi = "openai"\nbase_url = "ftp://x"\napi_keys = []\n',
@@ -158,7 +160,11 @@ CASES = [
         'model = "x"\n[fallbacks.f]\nchain = ["n"]\n',
         [E("providers.q", "api_keys", 3, "environment variable NOPE_KEY is not set (env:NOPE_KEY)")],
     ),
-    Case("empty-env", '[server]\nadmin_key = "env:EMPTY"\n', [E("server", "admin_key", 2, "env:EMPTY is empty")]),
+    Case(
+        "empty-env",
+        '[server]\nadmin_key = "env:EMPTY"\n',
+        [E("server", "admin_key", 2, "env:EMPTY is empty")],
+    ),
     Case(
         "env-without-name",
         '[server]\nadmin_key = "env:"\n',
@@ -173,7 +179,10 @@ CASES = [
     Case(
         "model-required-keys",
         "[models.n]\ncontext_window = 10\n",
-        [E("models.n", "provider", 1, "'provider' is required"), E("models.n", "model", 1, "'model' is required")],
+        [
+            E("models.n", "provider", 1, "'provider' is required"),
+            E("models.n", "model", 1, "'model' is required"),
+        ],
     ),
     Case(
         "unknown-provider",
@@ -284,7 +293,9 @@ CASES = [
         '[fallbacks.a]\nchain = ["m"]\nretry_on = [true]\n',
         [E("fallbacks.a", "retry_on", 3, "entry 1 must be an integer or a string, got a boolean")],
     ),
-    Case("hedge-negative", '[races.r]\nmembers = ["m"]\nhedge_ms = -5\n', [E("races.r", "hedge_ms", 3, "≥ 0")]),
+    Case(
+        "hedge-negative", '[races.r]\nmembers = ["m"]\nhedge_ms = -5\n', [E("races.r", "hedge_ms", 3, "≥ 0")]
+    ),
     # --- client keys
     Case(
         "key-neither",
@@ -330,7 +341,9 @@ CASES = [
     ),
     Case("listen-no-port", '[server]\nlisten = "localhost"\n', [E("server", "listen", 2, "HOST:PORT")]),
     Case("listen-ipv6-brackets", '[server]\nlisten = "::1:4000"\n', [E("server", "listen", 2, "[::1]:4000")]),
-    Case("listen-port-range", '[server]\nlisten = "127.0.0.1:70000"\n', [E("server", "listen", 2, "HOST:PORT")]),
+    Case(
+        "listen-port-range", '[server]\nlisten = "127.0.0.1:70000"\n', [E("server", "listen", 2, "HOST:PORT")]
+    ),
     Case("server-unknown-key", "[server]\nport = 4000\n", [E("server", "port", 2, "unknown key 'port'")]),
     Case("watch-bool", '[server]\nwatch = "yes"\n', [E("server", "watch", 2, "must be true or false")]),
     Case("body-limit", "[server]\nmax_body_bytes = 0\n", [E("server", "max_body_bytes", 2, "≥ 1")]),
@@ -339,7 +352,11 @@ CASES = [
         '[state]\nbackend = "postgres://db"\n',
         [E("state", "backend", 2, 'must be "memory" or a redis:// URL')],
     ),
-    Case("state-unknown-key", "[state]\nspendlog = 'x.db'\n", [E("state", "spendlog", 2, "did you mean 'spend_log'?")]),
+    Case(
+        "state-unknown-key",
+        "[state]\nspendlog = 'x.db'\n",
+        [E("state", "spendlog", 2, "did you mean 'spend_log'?")],
+    ),
 ]
 
 

@@ -142,11 +142,15 @@ def test_redacted_shape(tmp_path: Path) -> None:
     ("field", "snippet"),
     [
         ("api_keys", f'[providers.q]\npreset = "openai"\napi_keys = ["{FAKE}"]\n'),
+        ("api_keys", f'[providers.q]\npreset = "openai"\napi_keys = ["{FAKE}", "{FAKE}"]\n'),
         ("admin_key", f'[server]\nadmin_key = "{FAKE}"\n'),
         ("key", f'[keys.k]\nkey = "{FAKE}"\nallow = ["nope"]\n'),
         ("api_keys", f'[providers.q]\npreset = "openai"\napi_keys = "{FAKE}"\n'),
-        ("admin_key", f"[server]\nadmin_key = [\"{FAKE}\"]\n"),
-        ("header", f'[providers.q]\npreset = "openai"\napi_keys = []\nheaders = {{ Authorization = "{FAKE}" }}\n'),
+        ("admin_key", f'[server]\nadmin_key = ["{FAKE}"]\n'),
+        (
+            "header",
+            f'[providers.q]\npreset = "openai"\napi_keys = []\nheaders = {{ Authorization = "{FAKE}" }}\n',
+        ),
         ("toml", f'[server]\nadmin_key = "{FAKE}\n'),
     ],
 )

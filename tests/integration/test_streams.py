@@ -1,0 +1,157 @@
+"""Streams per CONTRACT §2: the commit point, faults before and after the first byte,
+endings without [DONE] or a finish reason, stalls, slow first tokens, and chunk-by-chunk relay."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.helpers import model, provider
+
+MSG = [{"role": "user", "content": "hello"}]
+
+
+def chain(sim, sim2, **prov_a) -> str:
+    return (
+        provider("a", sim.base_url, **prov_a) + provider("b", sim2.base_url)
+        + model("first", "a", "m-first", price={"input": 1.0, "output": 2.0})
+        + model("second", "b", "m-second", price={"input": 1.0, "output": 2.0})
+        + '[fallbacks.chat]\nchain = ["first", "second"]\n'
+    )
+
+
+def stream_text(gw, name="chat"):
+    raw = gw.openai().chat.completions.with_raw_response.create(model=name, messages=MSG, stream=True)
+    chunks = list(raw.parse())
+    return raw.headers, "".join(c.choices[0].delta.content or "" for c in chunks if c.choices), chunks
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"cut_after": 0},  # role chunk sent, then the connection is cut: no content yet
+        {"malformed_after": 0, "malformed_then": "close"},
+        {"mid_stream_error": True},
+        {"status": 503},
+        {"close_before_headers": True},
+    ],
+)
+def test_failure_before_first_content_switches_member(gateway, sim, sim2, fault):
+    sim.script("m-first", steps=[fault])
+    sim2.script("m-second", default={"text": "from second"})
+    gw = gateway(chain(sim, sim2))
+    headers, text, _ = stream_text(gw)
+    assert text == "from second"
+    assert headers["x-router-model"] == "second" and headers["x-router-attempts"] == "2"
+
+
+def test_slow_first_token_times_out_and_moves_on(gateway, sim, sim2):
+    sim.script("m-first", steps=[{"ttft_s": 2.0}])
+    sim2.script("m-second", default={"text": "quick"})
+    gw = gateway(chain(sim, sim2, first_token_timeout_s=0.3))
+    t = time.monotonic()
+    headers, text, _ = stream_text(gw)
+    assert text == "quick" and headers["x-router-model"] == "second"
+    assert time.monotonic() - t < 1.5
+    assert gw.metric("router_fallbacks_total", route="chat", reason="timeout") == 1
+    sim.wait_idle(3)
+    assert sim.log("m-first")[0]["client_left"] is True  # the slow attempt's connection was closed
+
+
+def _raw_stream(gw, name="chat"):
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
+                      json={"model": name, "messages": MSG, "stream": True}) as r:
+        return r.status_code, r.headers, b"".join(r.iter_raw())
+
+
+@pytest.mark.parametrize(
+    ("fault", "why"),
+    [
+        ({"cut_after": 2}, "cut"),
+        ({"malformed_after": 2}, "not valid JSON"),
+        ({"mid_stream_error": 2}, "error event"),
+        ({"no_finish": True}, "without a finish reason"),
+        ({"stall_after": 2}, "timed out"),
+    ],
+)
+def test_failure_after_first_byte_ends_with_an_error_event(gateway, sim, sim2, fault, why):
+    sim.script("m-first", steps=[{"chunks": 5, **fault}])
+    gw = gateway(chain(sim, sim2, stream_idle_timeout_s=0.4))
+    status, headers, body = _raw_stream(gw)
+    assert status == 200 and headers["x-router-model"] == "first"
+    events = [e for e in body.decode().split("\n\n") if e.strip()]
+    assert events[-1].startswith('data: {"error":')  # no silent truncation, and no [DONE] after it
+    assert "data: [DONE]" not in body.decode()
+    assert len(sim2.log()) == 0  # no switching after the first byte
+    with pytest.raises(openai.APIError):  # the SDK raises on it
+        sim.script("m-first", steps=[{"chunks": 5, **fault}])
+        for _ in gw.openai().chat.completions.create(model="chat", messages=MSG, stream=True):
+            pass
+
+
+def test_finished_stream_without_done_is_ended_properly(gateway, sim, sim2):
+    sim.script("m-first", steps=[{"no_done": True, "text": "complete"}])
+    gw = gateway(chain(sim, sim2))
+    status, _, body = _raw_stream(gw)
+    text = body.decode()
+    assert status == 200 and text.rstrip().endswith("data: [DONE]")
+    assert '"error"' not in text
+
+
+def test_role_only_first_chunk_does_not_commit(gateway, sim, sim2):
+    # the role chunk arrives, then 429-like silence: a stall before content still lets the chain move on
+    sim.script("m-first", steps=[{"stall_after": 0}])
+    sim2.script("m-second", default={"text": "second wins"})
+    gw = gateway(chain(sim, sim2, stream_idle_timeout_s=0.3))
+    headers, text, chunks = stream_text(gw)
+    assert text == "second wins" and headers["x-router-model"] == "second"
+    assert all(c.model == "m-second" for c in chunks)
+
+
+def test_usage_from_a_final_chunk_provider_is_booked(gateway, sim, sim2):
+    sim.script("m-first", default={"usage_mode": "final_chunk", "usage": {"prompt_tokens": 100, "completion_tokens": 7}})
+    gw = gateway(chain(sim, sim2))
+    stream_text(gw)
+    assert gw.metric("router_tokens_total", provider="a", model="first", key="anonymous", kind="input") == 100
+    assert gw.metric("router_tokens_total", provider="a", model="first", key="anonymous", kind="output") == 7
+
+
+def test_stream_without_usage_is_estimated_never_zero(gateway, sim, sim2):
+    sim.script("m-first", default={"usage_mode": "none", "chunks": 6})
+    gw = gateway(chain(sim, sim2))
+    stream_text(gw)
+    assert gw.metric("router_tokens_total", provider="a", model="first", key="anonymous", kind="output") == 6
+    assert gw.metric("router_spend_usd_total", provider="a", model="first", key="anonymous") > 0
+    assert '"usage_estimated":true' in gw.logs()
+
+
+def test_stream_is_relayed_chunk_by_chunk(gateway, sim, sim2):
+    sim.script("m-first", default={"chunks": 5, "chunk_delay_s": 0.15, "text": "aaaaabbbbbcccccdddddeeeee"})
+    gw = gateway(chain(sim, sim2))
+    arrivals = []
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
+                      json={"model": "chat", "messages": MSG, "stream": True}) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
+                arrivals.append(time.monotonic())
+    assert len(arrivals) == 5
+    gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
+    assert min(gaps) > 0.08  # each chunk reached the client when the upstream sent it, not at the end
+
+
+def test_client_disconnect_closes_the_upstream(gateway, sim, sim2):
+    sim.script("m-first", default={"chunks": 50, "chunk_delay_s": 0.1})
+    gw = gateway(chain(sim, sim2))
+    with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
+                      json={"model": "chat", "messages": MSG, "stream": True}) as r:
+        for line in r.iter_lines():
+            if '"content":"' in line and '"content":""' not in line:
+                break  # leave after the first content chunk
+    assert sim.wait_idle(3)
+    rec = sim.log("m-first")[0]
+    assert rec["client_left"] is True and rec["outcome"] == "disconnected"
+    time.sleep(0.2)
+    assert gw.metric("router_inflight_requests", route="chat") == 0

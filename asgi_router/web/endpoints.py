@@ -16,6 +16,7 @@ from asgi_router.reload import Runtime
 from asgi_router.routing.execute import settle_losers
 from asgi_router.routing.outcome import Call
 from asgi_router.translate import pair_for
+from asgi_router.translate.embeddings import EmbeddingsPassthrough
 from asgi_router.types import Dialect
 from asgi_router.web.auth import authenticate, check_allowed
 from asgi_router.web.exchange import Exchange
@@ -43,8 +44,6 @@ def _builder(body: dict[str, Any], client: Dialect, stream: bool) -> Any:
 
 
 def _embeddings_builder(body: dict[str, Any]) -> Any:
-    from asgi_router.translate.embeddings import EmbeddingsPassthrough
-
     def build(d: Deployment) -> Any:
         if d.provider.api != "openai":
             raise BadRequest(f"{d.name!r} speaks {d.provider.api}, which has no embeddings endpoint")

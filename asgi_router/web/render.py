@@ -14,15 +14,17 @@ from asgi_router.wire import openai as wire_openai
 Headers = list[tuple[bytes, bytes]]
 JSON_CT = (b"content-type", b"application/json")
 
-# Anthropic's own error types per status (CONTRACT §3)
+# Anthropic's own error types per status, as CONTRACT §3 lists them (404 and 413 are
+# invalid_request_error there; Anthropic itself says not_found_error / request_too_large:
+# the SDKs choose their exception class from the status alone, so either works for clients)
 ANTHROPIC_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
     402: "billing_error",
     403: "permission_error",
-    404: "not_found_error",
+    404: "invalid_request_error",
     405: "invalid_request_error",
-    413: "request_too_large",
+    413: "invalid_request_error",
     415: "invalid_request_error",
     429: "rate_limit_error",
     500: "api_error",

@@ -378,7 +378,7 @@ class Executor:
                 dm.rate_limited.inc()
                 retry_after = self._cool(d, key_index, e, now)
             elif 400 <= e.status < 500:
-                candidate = UpstreamClientError(e.status, e.body, d.provider.api, e.content_type)
+                candidate = UpstreamClientError(e.status, _without_secrets(e.body, d), d.provider.api, e.content_type)
                 if e.status == 400 and _mentions(e.body, d.provider.quirks.context_length_markers):
                     reason = "context_length"
         if reason != 429 and (not isinstance(reason, int) or reason >= 500) and reason != "context_length":
@@ -409,6 +409,16 @@ class Executor:
         if store.cooldown_remaining(fp, now) > 0:
             deployment_metrics(self._metrics, d).cooldown.set(1)
         return seconds
+
+
+def _without_secrets(body: bytes, d: Deployment) -> bytes:
+    """An upstream error body goes back to the client: never with the provider's key in it
+    (some providers echo the key they were sent in a 401)."""
+    for secret in d.provider.api_keys:
+        value = secret.reveal().encode()
+        if value and value in body:
+            body = body.replace(value, b"[redacted]")
+    return body
 
 
 def _mentions(body: bytes, markers: tuple[str, ...]) -> bool:

@@ -122,11 +122,12 @@ class Exchange:
             "key": self.key,
             "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
         }
+        if self.attempts:
+            f["attempts"] = self.attempts
         if self.deployment is not None:
             f.update(
                 model=self.deployment,
                 provider=self.provider,
-                attempts=self.attempts,
                 tokens_in=self.tokens_in,
                 tokens_out=self.tokens_out,
                 cost_usd=self.cost_usd,

@@ -46,6 +46,17 @@ class SSEDecoder:
         self.comments = 0  # keep-alive comment lines seen
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
+        # Fast path: most upstreams write exactly one "data: …\n\n" event per chunk.
+        if (
+            not self._buf
+            and not self._has_data
+            and chunk.startswith(b"data: ")
+            and chunk.endswith(b"\n\n")
+            and chunk.count(b"\n") == 2
+            and b"\r" not in chunk
+        ):
+            event, self._event = self._event, None
+            return [SSEEvent(chunk[6:-2], event)]
         if self._buf:
             chunk = self._buf + chunk
         if b"\r" in chunk:

@@ -90,20 +90,20 @@ def parse_since(text: str | None) -> float | None:
 
 
 def cmd_spend(args: argparse.Namespace) -> int:
+    from asgi_router.config import spend_log_path
     from asgi_router.spendlog import report
 
     try:
-        graph = _load(Path(args.config))
+        path = spend_log_path(Path(args.config))  # no secrets needed to read a report
     except ConfigErrors as e:
         print("\n".join(str(err) for err in e.errors), file=sys.stderr)
         return 1
-    path = graph.state.spend_log  # type: ignore[attr-defined]
-    if path is None or not Path(path).exists():
+    if path is None or not path.exists():
         print(
             "no spend log yet: set [state] spend_log in router.toml and serve some requests", file=sys.stderr
         )
         return 1
-    rows = report(Path(path), args.by, parse_since(args.since))
+    rows = report(path, args.by, args.since)
     print(
         f"{args.by:<28} {'requests':>9} {'input tok':>11} {'output tok':>11} {'usd':>12} {'race waste':>11}"
     )
@@ -170,7 +170,7 @@ def parser() -> argparse.ArgumentParser:
 
     sp = sub.add_parser("spend", help="spend from the spend log")
     sp.add_argument("--by", choices=("key", "route", "provider", "model"), default="key")
-    sp.add_argument("--since", default=None, help="e.g. 30m, 24h, 7d")
+    sp.add_argument("--since", type=parse_since, default=None, help="e.g. 30m, 24h, 7d")
     sp.add_argument("--config", default=DEFAULT_CONFIG)
     sp.set_defaults(func=cmd_spend)
 

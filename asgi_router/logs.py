@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -38,13 +38,23 @@ def scrub_value(value: str) -> str:
 
 
 def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Mask secret-named fields and bearer tokens / sk- keys in string values."""
+    """Mask secret-named fields and bearer tokens / sk- keys in string values, also inside
+    nested mappings and lists (a headers dict, a list of attempts)."""
     for k, v in event.items():
-        if k.lower() in SECRET_KEYS and v is not None:
-            event[k] = "[redacted]"
-        elif isinstance(v, str) and ("earer" in v or "sk-" in v):
-            event[k] = scrub_value(v)
+        event[k] = _scrubbed(k, v)
     return event
+
+
+def _scrubbed(key: Any, value: Any, depth: int = 0) -> Any:
+    if isinstance(key, str) and key.lower() in SECRET_KEYS and value is not None:
+        return "[redacted]"
+    if isinstance(value, str):
+        return scrub_value(value) if "earer" in value or "sk-" in value else value
+    if depth < 4 and isinstance(value, Mapping):
+        return {k: _scrubbed(k, v, depth + 1) for k, v in value.items()}
+    if depth < 4 and isinstance(value, list | tuple):
+        return type(value)(_scrubbed(None, v, depth + 1) for v in value)
+    return value
 
 
 def _dumps(obj: Any, default: Any = None) -> bytes:

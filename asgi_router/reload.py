@@ -103,9 +103,12 @@ class GraphHolder:
             try:
                 graph = await asyncio.to_thread(self._loader, self.path, self._env, generation=generation)
             except ConfigErrors as e:
-                return self._failed(reason, [str(err) for err in e.errors], stamp)
+                self._current = None; return self._failed(reason, [str(err) for err in e.errors], stamp)
             except OSError as e:
                 return self._failed(reason, [f"{self.path}: {e.strerror or e}"], stamp)
+            except Exception as e:  # a compiler bug must not kill the watcher or the SIGHUP task
+                log.exception("config_compile_crashed", reason=reason)
+                return self._failed(reason, [f"{self.path}: cannot compile: {type(e).__name__}: {e}"], stamp)
             clients = self._pool.build(graph)
             self._pool.commit(clients)
             self._metrics.bind(graph)

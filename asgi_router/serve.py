@@ -34,6 +34,11 @@ from asgi_router.graph import Graph
 from asgi_router.web.app import App, Settings
 
 GRACEFUL_TIMEOUT_S = 120.0
+# Held blocked while a worker starts: a signal that arrives before the worker installed its
+# handlers would otherwise kill it (SIGHUP's default action) instead of being handled.
+WORKER_SIGNALS = frozenset({signal.SIGHUP, signal.SIGTERM, signal.SIGINT})
+RESTART_BACKOFF_MAX_S = 30.0
+STABLE_WORKER_S = 10.0  # a worker that lived this long resets the restart backoff
 log = structlog.get_logger("asgi_router.serve")
 
 
@@ -71,6 +76,9 @@ async def run_app(app: App, cfg: Config, sockets: Sockets | None = None, drain_s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_term)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    # a supervised worker starts with these blocked (see _supervise): what arrived meanwhile
+    # is delivered now, to the handlers above
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, WORKER_SIGNALS)
     if sockets is None:
         await hypercorn_serve(app, cfg, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
     else:
@@ -101,8 +109,16 @@ def _worker(
 ) -> None:
     logs.configure(log_level, log_format)
     from asgi_router import config
+    from asgi_router.errors import ConfigErrors
 
-    graph = config.load(Path(config_path))
+    try:
+        graph = config.load(Path(config_path))
+    except (ConfigErrors, OSError) as e:
+        # a restarted worker meeting a broken file: say so and exit; the supervisor retries
+        # with backoff while the other workers keep serving their last good graph
+        errors = [str(err) for err in e.errors] if isinstance(e, ConfigErrors) else [str(e)]
+        log.error("worker_start_failed", pid=os.getpid(), errors=errors)
+        raise SystemExit(3) from None
     app = App(Settings(Path(config_path)))
     run(run_app(app, hypercorn_config(graph, workers), sockets, drain_s))
 
@@ -128,7 +144,11 @@ def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) ->
 
     def start() -> Any:
         p = ctx.Process(target=_worker, args=args, daemon=False)
-        p.start()
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_SIGNALS)  # inherited by the child
+        try:
+            p.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
         return p
 
     def forward(sig: int, _: Any = None) -> None:
@@ -142,18 +162,36 @@ def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) ->
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
     procs.extend(start() for _ in range(workers))
-    log.info("supervisor_started", workers=workers, listen=cfg.bind)
+    started = [time.monotonic()] * workers
+    quick_deaths = [0] * workers
+    restart_at: dict[int, float] = {}
+    log.info("supervisor_started", workers=workers, listen=cfg.bind, pids=[p.pid for p in procs])
     try:
         while not stopping or any(p.is_alive() for p in procs):
-            time.sleep(0.2)
+            time.sleep(0.1)
+            now = time.monotonic()
             for i, p in enumerate(procs):
-                if not p.is_alive() and not stopping:
+                if stopping or p.is_alive():
+                    continue
+                if i not in restart_at:
                     from prometheus_client import multiprocess
 
                     multiprocess.mark_process_dead(p.pid)  # type: ignore[no-untyped-call]
-                    log.warning("worker_died", pid=p.pid, exitcode=p.exitcode)
-                    time.sleep(1.0)
+                    lived = now - started[i]
+                    quick_deaths[i] = quick_deaths[i] + 1 if lived < STABLE_WORKER_S else 0
+                    # restart at once, but back off (1, 2, 4 … s) while it keeps dying young,
+                    # e.g. on a broken file: the other workers serve meanwhile
+                    n = quick_deaths[i]
+                    delay = min(RESTART_BACKOFF_MAX_S, 2.0 ** (n - 2)) if n > 1 else 0.0
+                    restart_at[i] = now + delay
+                    log.warning("worker_died", pid=p.pid, exitcode=p.exitcode, restart_in_s=delay)
+                elif now >= restart_at[i]:
+                    del restart_at[i]
                     procs[i] = start()
+                    started[i] = now
+                    log.info("worker_restarted", pid=procs[i].pid)
+                    if stopping:  # SIGTERM came while it was being started: forward() missed it
+                        os.kill(procs[i].pid, signal.SIGTERM)
     finally:
         for s in sockets.insecure_sockets:
             s.close()

@@ -24,6 +24,7 @@ from procs import (
     StartError,
     free_port,
     set_tree_affinity,
+    settle,
     stop,
     tree_cpu_s,
     tree_pss_bytes,
@@ -212,6 +213,7 @@ def config_scale(run: Runner) -> dict[str, Any]:
                 bodies = [clients.request_body(name, False) for name in picks]
                 script = wrk.write_script(run.workdir / f"wrk-scale-{label}.lua", bodies)
                 wrk.run(c.targets.plain.url, script, args.connections, 1, run.loadgen_cpu)
+                settle(c.pid)
                 cpu0 = tree_cpu_s(c.pid)
                 res = wrk.run(c.targets.plain.url, script, args.connections, args.duration, run.loadgen_cpu)
                 cpu = tree_cpu_s(c.pid) - cpu0

@@ -41,6 +41,7 @@ from fakeupstream import FakeUpstream, start_fake_upstream
 from procs import (
     StartError,
     cpu_times,
+    settle,
     signals_raise,
     stop,
     stop_all,
@@ -56,7 +57,12 @@ ORDER = ["direct", "asgi-router", "floor", "litellm"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="bench/run.sh also takes --litellm (install LiteLLM 1.81.16 into bench/.venv-litellm)"
+        " and --install-only.",
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds (default 3)")
     p.add_argument("--duration", type=int, default=5, help="seconds per load (default 5)")
     p.add_argument("--quick", action="store_true", help="smoke run: 1 round of 2 s (and small modes)")
@@ -129,6 +135,7 @@ class Runner:
     ) -> dict[str, Any]:
         """One wrk load against ``c``; adds the CPU the contender's process tree used."""
         script = self.script(c.name, kind, [body])
+        waited = settle(c.pid)
         cores0 = cpu_times()
         cpu0 = tree_cpu_s(c.pid)
         res = wrk.run(url, script, conns, seconds, cpus or self.loadgen_cpu)
@@ -138,6 +145,7 @@ class Runner:
         out["cpu_s"] = cpu
         out["cpu_us_per_req"] = cpu * 1e6 / res.ok if res.ok else None
         out["cpu_util"] = cpu / res.duration_s if res.duration_s else None
+        out["settle_s"] = waited
         out.update(self._disturbance(c, cpu, res.duration_s, cores0, cores1))
         if res.error_count:
             log(f"    ! {c.name} {kind}: wrk errors {res.errors} of {res.requests} requests")
@@ -225,6 +233,7 @@ def suite(run: Runner, c: Contender, others: list[Contender]) -> dict[str, Any]:
     body = t.slow_plain.body(False)
     rnd["lat1"] = run.load(c, "slow-plain", t.slow_plain.url, body, 1, args.duration)
     rnd["lat8"] = run.load(c, "slow-plain", t.slow_plain.url, body, 8, args.duration)
+    settle(c.pid)
     p50, n, failures = clients.ttft_ms(t.slow_stream, args.duration)
     rnd["ttft"] = {"p50_ms": p50, "samples": n, "failures": failures}
     rnd["others_cpu_s"] = sum(tree_cpu_s(o.pid) for o in others) - others_cpu0
@@ -299,7 +308,8 @@ def comparison(run: Runner, doc: dict[str, Any]) -> None:
     if worst > 0.05:
         log(
             f"! other processes on this machine took up to {worst:.0%} of core {GATEWAY_CPU} during"
-            " some loads: absolute figures are disturbed; compare ratios, or run again when idle"
+            " some loads: req/s and latencies are disturbed (CPU µs per request much less so);"
+            " run again when the machine is idle"
         )
     for name, i in info.items():
         if i.get("status") == "skipped":
@@ -320,6 +330,8 @@ def comparison(run: Runner, doc: dict[str, Any]) -> None:
     if rows:
         log("")
         log(report.targets_text(rows))
+        if worst > 0.05:
+            log("(a disturbed run: verdicts on req/s and latency are not conclusive)")
 
 
 def _short(text: str, limit: int = 600) -> str:

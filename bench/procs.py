@@ -177,6 +177,20 @@ def tree_cpu_s(root: int) -> float:
     return ticks / CLK_TCK
 
 
+def settle(root: int, max_s: float = 15.0, idle_share: float = 0.05, window_s: float = 0.25) -> float:
+    """Wait until the tree uses under ``idle_share`` of a core over ``window_s`` (the work queued by
+    the previous load is done); at most ``max_s``. Returns the seconds waited."""
+    t0 = time.monotonic()
+    last = tree_cpu_s(root)
+    while time.monotonic() - t0 < max_s:
+        time.sleep(window_s)
+        now = tree_cpu_s(root)
+        if now - last <= idle_share * window_s + 1.0 / CLK_TCK:
+            break
+        last = now
+    return time.monotonic() - t0
+
+
 def tree_rss_bytes(root: int) -> int:
     """Resident memory of the whole tree: the sum of each process's RSS."""
     total = 0

@@ -77,7 +77,9 @@ class Gateway:
         return c
 
     def anthropic(self, api_key: str = "unused", **kw: Any) -> Any:
-        c = anthropic.Anthropic(base_url=self.url, api_key=api_key, max_retries=kw.pop("max_retries", 0), **kw)
+        c = anthropic.Anthropic(
+            base_url=self.url, api_key=api_key, max_retries=kw.pop("max_retries", 0), **kw
+        )
         self.clients.append(c)
         return c
 
@@ -120,8 +122,15 @@ class Gateway:
 
 
 def start_gateway(
-    tmp: Path, config: str, *, env: Mapping[str, str] | None = None, workers: int = 1,
-    listen: bool = True, wait: bool = True, extra_args: tuple[str, ...] = (), server: str = "",
+    tmp: Path,
+    config: str,
+    *,
+    env: Mapping[str, str] | None = None,
+    workers: int = 1,
+    listen: bool = True,
+    wait: bool = True,
+    extra_args: tuple[str, ...] = (),
+    server: str = "",
 ) -> Gateway:
     """``server``: extra lines for the generated ``[server]`` table (e.g. an admin_key)."""
     port = free_port()
@@ -133,8 +142,19 @@ def start_gateway(
     log_path = tmp / "gateway.log"
     full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
     full_env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    cmd = [sys.executable, "-m", "asgi_router", "--log-level", "debug", "serve", "--config", str(path),
-           "--workers", str(workers), *extra_args]
+    cmd = [
+        sys.executable,
+        "-m",
+        "asgi_router",
+        "--log-level",
+        "debug",
+        "serve",
+        "--config",
+        str(path),
+        "--workers",
+        str(workers),
+        *extra_args,
+    ]
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=full_env, cwd=tmp)
     gw = Gateway(path, port, proc, log_path, dict(env or {}))

@@ -33,6 +33,7 @@ __all__ = [
     "loads",
     "new_key_table",
     "redacted",
+    "spend_log_path",
 ]
 
 
@@ -61,3 +62,21 @@ def loads(text: str, *, path: Path, env: Mapping[str, str] | None = None, genera
     if problems:
         raise ConfigErrors(problems.located(source.LineMap(text)))
     return graph
+
+
+def spend_log_path(path: Path) -> Path | None:
+    """``[state] spend_log`` of ``path`` (made absolute), or None when there is none. Nothing is
+    resolved or compiled: ``asgi-router spend`` runs where the provider keys need not be set.
+    Raises :class:`ConfigErrors` when the file cannot be read or parsed or its [state] is bad."""
+    problems = source.Problems(str(path))
+    text = source.read(path, problems)
+    doc = source.parse(text, problems) if text is not None else None
+    if text is None or doc is None:
+        raise ConfigErrors(problems.located(None))
+    spec = schema.build(doc, problems)  # every table checked; only [state] matters here
+    state_errors = [e for e in problems.located(source.LineMap(text)) if e.table.split(".")[0] == "state"]
+    if state_errors:
+        raise ConfigErrors(state_errors)
+    if spec.state.spend_log is None:
+        return None
+    return path.absolute().parent / spec.state.spend_log

@@ -33,6 +33,7 @@ from asgi_router.translate.common import (
     dump_arguments,
     error_message,
     image_url,
+    index_of,
     msg_id,
     parse_arguments,
     stop_reason,
@@ -80,8 +81,8 @@ def build_request(body: dict[str, Any], deployment: Deployment, *, stream: bool)
     meta = body.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("user_id"), str):
         out["user"] = meta["user_id"]
-    _tools_and_choice(body, out)
-    fmt = (body.get("output_config") or {}).get("format")
+    _tools_and_choice(body, out, provider)
+    fmt = as_dict(body.get("output_config")).get("format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         out["response_format"] = {
             "type": "json_schema",
@@ -94,9 +95,11 @@ def build_request(body: dict[str, Any], deployment: Deployment, *, stream: bool)
     return out
 
 
-def _tools_and_choice(body: dict[str, Any], out: dict[str, Any]) -> None:
+def _tools_and_choice(body: dict[str, Any], out: dict[str, Any], provider: str) -> None:
     tools = body.get("tools")
     if not isinstance(tools, list) or not tools:
+        if body.get("tool_choice") is not None:
+            dropped(provider, "tool_choice", "no_tools")
         return
     out["tools"] = [_tool(t) for t in tools]
     choice = body.get("tool_choice")
@@ -157,7 +160,7 @@ def _user_messages(content: Any) -> list[dict[str, Any]]:
             parts.append({"type": "text", "text": block.get("text", "")})
         elif kind == "image":
             parts.append(_image_part(block))
-        elif kind == "document" and (block.get("source") or {}).get("type") == "base64":
+        elif kind == "document" and as_dict(block.get("source")).get("type") == "base64":
             src = block["source"]
             data = f"data:{src.get('media_type', 'application/pdf')};base64,{src.get('data', '')}"
             parts.append(
@@ -235,7 +238,7 @@ def anthropic_response(body: Any, *, model: str) -> dict[str, Any]:
     for i, call in enumerate(message.get("tool_calls") or []):
         if not isinstance(call, dict):
             continue
-        fn = call.get("function") or {}
+        fn = as_dict(call.get("function"))
         content.append(
             {
                 "type": "tool_use",
@@ -330,7 +333,7 @@ class AnthropicFromOpenAIStream:
         choices = obj.get("choices")
         if isinstance(choices, list) and self._finish is None:
             for choice in choices:
-                if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                if isinstance(choice, dict) and index_of(choice) == 0:
                     self._choice(choice, out)
         if self._finish is not None and probe.usage is not None:
             out += self._end()
@@ -365,7 +368,8 @@ class AnthropicFromOpenAIStream:
                 if isinstance(frag, dict):
                     self._fragment(frag, out)
         if choice.get("finish_reason"):
-            self._finish = choice["finish_reason"]
+            fr = choice["finish_reason"]
+            self._finish = fr if isinstance(fr, str) else "stop"
             self._flush(out)
 
     def _text(self, text: str, out: list[bytes]) -> None:
@@ -379,15 +383,16 @@ class AnthropicFromOpenAIStream:
         out.append(self._delta({"type": "text_delta", "text": text}))
 
     def _fragment(self, frag: dict[str, Any], out: list[bytes]) -> None:
-        j = frag.get("index", 0)
+        j = index_of(frag)
         fn = as_dict(frag.get("function"))
+        name = fn.get("name") if isinstance(fn.get("name"), str) else None
         tool = self._tools.get(j)
         if tool is None:
-            tool = self._tools[j] = _Tool(frag.get("id"), fn.get("name"))
+            tool = self._tools[j] = _Tool(frag.get("id"), name)
             self._pending.append(tool)
         elif tool.block is None:
             tool.id = tool.id or frag.get("id")
-            tool.name = tool.name or fn.get("name")
+            tool.name = tool.name or name
         args = fn.get("arguments")
         if isinstance(args, str) and args:
             if tool is self._open_tool:

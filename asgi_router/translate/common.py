@@ -77,6 +77,12 @@ def as_dict(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def index_of(obj: dict[str, Any]) -> int:
+    """An event's or choice's ``index`` (0 when absent or not an integer)."""
+    i = obj.get("index", 0)
+    return i if isinstance(i, int) and not isinstance(i, bool) else 0
+
+
 def finish_reason(stop_reason: Any) -> str:
     """Anthropic ``stop_reason`` → OpenAI ``finish_reason`` (unknown or null: ``stop``)."""
     return STOP_TO_FINISH.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"

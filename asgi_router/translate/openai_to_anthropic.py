@@ -29,12 +29,14 @@ from asgi_router.translate.common import (
     anthropic_max_tokens,
     anthropic_sampling,
     apply_param_quirks,
+    as_dict,
     chatcmpl_id,
     dropped,
     dump_arguments,
     error_message,
     finish_reason,
     image_source,
+    index_of,
     merge_params,
     openai_usage,
     parse_arguments,
@@ -89,7 +91,7 @@ def build_request(body: dict[str, Any], deployment: Deployment, *, stream: bool)
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") == "json_schema":
         # Structured outputs (unverified per model): Anthropic's output_config.format.
-        schema = (fmt.get("json_schema") or {}).get("schema") or dict(EMPTY_SCHEMA)
+        schema = as_dict(fmt.get("json_schema")).get("schema") or dict(EMPTY_SCHEMA)
         out["output_config"] = {"format": {"type": "json_schema", "schema": schema}}
     elif fmt is not None:
         dropped(provider, "response_format", "no_equivalent")
@@ -126,7 +128,7 @@ def _tool(tool: Any) -> dict[str, Any]:
     if not isinstance(tool, dict) or tool.get("type", "function") != "function":
         kind = tool.get("type") if isinstance(tool, dict) else type(tool).__name__
         raise BadRequest(f"tool type {kind!r} is not supported by this model's provider", param="tools")
-    fn = tool.get("function") or {}
+    fn = as_dict(tool.get("function"))
     schema = fn.get("parameters")
     if not isinstance(schema, dict) or not schema:
         schema = dict(EMPTY_SCHEMA)
@@ -147,7 +149,7 @@ def _tool_choice(choice: Any, provider: str) -> dict[str, Any] | None:
     if isinstance(choice, str) and choice in simple:
         return {"type": simple[choice]}
     if isinstance(choice, dict) and choice.get("type") == "function":
-        return {"type": "tool", "name": (choice.get("function") or {}).get("name", "")}
+        return {"type": "tool", "name": as_dict(choice.get("function")).get("name", "")}
     dropped(provider, "tool_choice", "no_equivalent")
     return {"type": "auto"}
 
@@ -261,7 +263,7 @@ def _assistant_blocks(m: dict[str, Any]) -> list[dict[str, Any]]:
     for i, call in enumerate(m.get("tool_calls") or []):
         if not isinstance(call, dict):
             continue
-        fn = call.get("function") or {}
+        fn = as_dict(call.get("function"))
         name = fn.get("name", "")
         blocks.append(
             {
@@ -385,10 +387,10 @@ class OpenAIFromAnthropicStream:
                     str(err.get("message", probe.error)), str(err.get("type", "api_error"))
                 )
             ]
-        obj = probe.obj if isinstance(probe.obj, dict) else {}
+        obj = as_dict(probe.obj)
         kind = obj.get("type")
         if kind == "message_start":
-            message = obj.get("message") or {}
+            message = as_dict(obj.get("message"))
             self._id = chatcmpl_id(message.get("id"))
             self._model = message.get("model") or self._model
             return [self._chunk({"role": "assistant", "content": ""})]
@@ -402,10 +404,10 @@ class OpenAIFromAnthropicStream:
         return []  # ping, content_block_stop, message_stop, unknown events
 
     def _block_start(self, obj: dict[str, Any]) -> list[bytes]:
-        block = obj.get("content_block") or {}
+        block = as_dict(obj.get("content_block"))
         if block.get("type") == "tool_use":
             k = len(self._tool_k)
-            self._tool_k[obj.get("index", 0)] = k
+            self._tool_k[index_of(obj)] = k
             args = dump_arguments(block["input"]) if block.get("input") else ""
             call = {"index": k, "id": block.get("id", ""), "type": "function"}
             return [
@@ -418,12 +420,12 @@ class OpenAIFromAnthropicStream:
         return []
 
     def _block_delta(self, obj: dict[str, Any]) -> list[bytes]:
-        delta = obj.get("delta") or {}
+        delta = as_dict(obj.get("delta"))
         kind = delta.get("type")
         if kind == "text_delta" and delta.get("text"):
             return [self._chunk({"content": delta["text"]})]
         if kind == "input_json_delta" and delta.get("partial_json"):
-            k = self._tool_k.get(obj.get("index", 0))
+            k = self._tool_k.get(index_of(obj))
             if k is not None:
                 return [
                     self._chunk(

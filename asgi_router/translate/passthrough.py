@@ -33,6 +33,7 @@ from asgi_router.translate.common import (
     as_dict,
     debug,
     dropped,
+    index_of,
     merge_params,
     short_hash,
 )
@@ -182,7 +183,7 @@ class ChunkFixer:
         calls = inner.get("tool_calls")
         out = choice
         if isinstance(calls, list) and calls:
-            self._tool_choices.add(choice.get("index", 0))
+            self._tool_choices.add(index_of(choice))
             if self._id_back:
                 mapped = [self._map_call(c) for c in calls]
                 if any(a is not b for a, b in zip(mapped, calls, strict=True)):
@@ -190,7 +191,7 @@ class ChunkFixer:
         if (
             self._tool_finish
             and choice.get("finish_reason") == "stop"
-            and choice.get("index", 0) in self._tool_choices
+            and index_of(choice) in self._tool_choices
         ):
             out = {**out, "finish_reason": "tool_calls"}
         return out

@@ -109,8 +109,9 @@ class App:
                 rm.ok.inc()
             else:
                 self.metrics.requests.labels(rm.name, str(ex.status)).inc()
-            rm.duration.observe(ex.log_fields()["duration_ms"] / 1000)
-            log.info("request", **ex.log_fields())
+            fields = ex.log_fields()
+            rm.duration.observe(fields["duration_ms"] / 1000)
+            log.info("request", **fields)
         elif ex.status >= 400 and ex.scope["path"] != "/metrics":
             log.info("request", **ex.log_fields())
 

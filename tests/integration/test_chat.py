@@ -45,15 +45,19 @@ def test_plain_completion_has_router_headers_and_valid_body(gw, sim):
 
 
 def test_client_params_win_over_deployment_defaults(gw, sim):
-    gw.openai().chat.completions.create(model="small", messages=[{"role": "user", "content": "x"}], temperature=1.5)
+    gw.openai().chat.completions.create(
+        model="small", messages=[{"role": "user", "content": "x"}], temperature=1.5
+    )
     assert sim.log("up-small")[0]["body"]["temperature"] == 1.5
 
 
 def test_stream_relays_chunks_and_hides_usage_chunk_not_asked_for(gw, sim):
     sim.script("up-small", default={"text": "one two three four", "chunks": 4})
-    chunks = list(gw.openai().chat.completions.create(
-        model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
-    ))
+    chunks = list(
+        gw.openai().chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], stream=True
+        )
+    )
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "one two three four"
     assert all(c.choices for c in chunks)  # no choices:[] usage chunk for a client that did not ask
     assert chunks[-1].choices[0].finish_reason == "stop"
@@ -65,19 +69,32 @@ def test_stream_relays_chunks_and_hides_usage_chunk_not_asked_for(gw, sim):
 
 
 def test_stream_usage_chunk_kept_when_client_asks(gw, sim):
-    chunks = list(gw.openai().chat.completions.create(
-        model="small", messages=[{"role": "user", "content": "hi"}], stream=True,
-        stream_options={"include_usage": True},
-    ))
+    chunks = list(
+        gw.openai().chat.completions.create(
+            model="small",
+            messages=[{"role": "user", "content": "hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage.prompt_tokens == 10
 
 
 def test_tools_and_response_format_pass_through(gw, sim):
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}},
+            },
+        }
+    ]
     sim.script("up-small", default={"tool_call": {"name": "get_weather", "arguments": {"city": "Paris"}}})
     resp = gw.openai().chat.completions.create(
-        model="small", messages=[{"role": "user", "content": "weather?"}], tools=tools,
+        model="small",
+        messages=[{"role": "user", "content": "weather?"}],
+        tools=tools,
         response_format={"type": "json_object"},
     )
     call = resp.choices[0].message.tool_calls[0]
@@ -95,7 +112,8 @@ def test_streamed_tool_calls_accumulate_in_the_sdk(gw, sim):
     ) as s:
         final = s.get_final_completion()
     assert final.choices[0].message.tool_calls[0].function.arguments == '{"q": "x"}' or json.loads(
-        final.choices[0].message.tool_calls[0].function.arguments) == {"q": "x"}
+        final.choices[0].message.tool_calls[0].function.arguments
+    ) == {"q": "x"}
 
 
 def test_models_lists_public_names(gw):
@@ -131,10 +149,18 @@ def _assert_openai_error(r: httpx.Response, status: int, code: str | None = None
         (b"{not json", {"content-type": "application/json"}, 400),
         (b"[1, 2]", {"content-type": "application/json"}, 400),
         (b'{"messages": [{"role": "user", "content": "x"}]}', {"content-type": "application/json"}, 400),
-        (b'{"model": 42, "messages": [{"role": "user", "content": "x"}]}', {"content-type": "application/json"}, 400),
+        (
+            b'{"model": 42, "messages": [{"role": "user", "content": "x"}]}',
+            {"content-type": "application/json"},
+            400,
+        ),
         (b'{"model": "small"}', {"content-type": "application/json"}, 400),
         (b'{"model": "small", "messages": [], "stream": "yes"}', {"content-type": "application/json"}, 400),
-        (b'{"model": "small", "messages": [{"role": "user", "content": "x"}]}', {"content-type": "text/plain"}, 415),
+        (
+            b'{"model": "small", "messages": [{"role": "user", "content": "x"}]}',
+            {"content-type": "text/plain"},
+            415,
+        ),
     ],
 )
 def test_bad_input_gets_openai_shaped_errors(gw, content, headers, status):
@@ -157,8 +183,9 @@ def test_unknown_model_is_404_model_not_found(gw):
 
 def test_body_over_limit_is_413_from_the_header(gw):
     big = b'{"model": "small", "messages": [{"role": "user", "content": "' + b"x" * 4_100_000 + b'"}]}'
-    _assert_openai_error(gw.post("/v1/chat/completions", content=big,
-                                 headers={"content-type": "application/json"}), 413)
+    _assert_openai_error(
+        gw.post("/v1/chat/completions", content=big, headers={"content-type": "application/json"}), 413
+    )
 
 
 def test_body_over_limit_without_content_length_is_413(gw):

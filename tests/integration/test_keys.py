@@ -33,7 +33,9 @@ def gw(gateway, sim):
 
 def test_valid_keys_by_bearer_and_x_api_key(gw):
     assert gw.openai(TEAM_A).chat.completions.create(model="chat", messages=MSG).choices
-    r = gw.post("/v1/chat/completions", json={"model": "other", "messages": MSG}, headers={"x-api-key": TEAM_B})
+    r = gw.post(
+        "/v1/chat/completions", json={"model": "other", "messages": MSG}, headers={"x-api-key": TEAM_B}
+    )
     assert r.status_code == 200
 
 
@@ -52,25 +54,36 @@ def test_models_and_names_outside_the_allow_list(gw):
 
 
 def test_key_rpm_gives_429_with_retry_after(gateway, sim):
-    gw = gateway(keyed(sim, '[keys.limited]\nkey = "env:LIM"\nrpm = 2\n'), env={"TEAM_A_KEY": TEAM_A, "LIM": "sk-lim-000000000000"})
+    gw = gateway(
+        keyed(sim, '[keys.limited]\nkey = "env:LIM"\nrpm = 2\n'),
+        env={"TEAM_A_KEY": TEAM_A, "LIM": "sk-lim-000000000000"},
+    )
     c = gw.openai("sk-lim-000000000000")
     c.chat.completions.create(model="other", messages=MSG)
     c.chat.completions.create(model="other", messages=MSG)
-    r = gw.post("/v1/chat/completions", json={"model": "other", "messages": MSG},
-                headers={"authorization": "Bearer sk-lim-000000000000"})
+    r = gw.post(
+        "/v1/chat/completions",
+        json={"model": "other", "messages": MSG},
+        headers={"authorization": "Bearer sk-lim-000000000000"},
+    )
     assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
     assert len(sim.log("m-other")) == 2  # the limited request never went upstream
 
 
 def test_budget_exceeded_is_402_and_final(gateway, sim):
     # 10 input + 5 output tokens at $1000/M = $0.015 per call; budget $0.02 → the third call is refused
-    gw = gateway(keyed(sim, '[keys.capped]\nkey = "env:CAP"\nbudget_usd = 0.02\nbudget_period = "day"\n'),
-                 env={"TEAM_A_KEY": TEAM_A, "CAP": "sk-cap-000000000000"})
+    gw = gateway(
+        keyed(sim, '[keys.capped]\nkey = "env:CAP"\nbudget_usd = 0.02\nbudget_period = "day"\n'),
+        env={"TEAM_A_KEY": TEAM_A, "CAP": "sk-cap-000000000000"},
+    )
     c = gw.openai("sk-cap-000000000000")
     c.chat.completions.create(model="small", messages=MSG)
     c.chat.completions.create(model="small", messages=MSG)
-    r = gw.post("/v1/chat/completions", json={"model": "small", "messages": MSG},
-                headers={"authorization": "Bearer sk-cap-000000000000"})
+    r = gw.post(
+        "/v1/chat/completions",
+        json={"model": "small", "messages": MSG},
+        headers={"authorization": "Bearer sk-cap-000000000000"},
+    )
     assert r.status_code == 402
     assert r.json()["error"]["code"] == "budget_exceeded"
     assert r.headers["x-should-retry"] == "false"

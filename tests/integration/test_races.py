@@ -12,7 +12,8 @@ MSG = [{"role": "user", "content": "hello"}]
 
 def race_config(sim, sim2, hedge_ms: int = 0) -> str:
     return (
-        provider("a", sim.base_url) + provider("b", sim2.base_url)
+        provider("a", sim.base_url)
+        + provider("b", sim2.base_url)
         + model("slow", "a", "m-slow", price={"input": 4.0, "output": 8.0})
         + model("quick", "b", "m-quick", price={"input": 1.0, "output": 2.0})
         + f'[races.fast]\nmembers = ["slow", "quick"]\nhedge_ms = {hedge_ms}\n'
@@ -21,7 +22,9 @@ def race_config(sim, sim2, hedge_ms: int = 0) -> str:
 
 def test_first_answer_wins_and_loser_is_cancelled(gateway, sim, sim2):
     sim.script("m-slow", default={"delay_s": 2.0})
-    sim2.script("m-quick", default={"delay_s": 0.05, "usage": {"prompt_tokens": 1000, "completion_tokens": 5}})
+    sim2.script(
+        "m-quick", default={"delay_s": 0.05, "usage": {"prompt_tokens": 1000, "completion_tokens": 5}}
+    )
     gw = gateway(race_config(sim, sim2))
     t = time.monotonic()
     r = gw.openai().chat.completions.with_raw_response.create(model="fast", messages=MSG)
@@ -81,8 +84,11 @@ def test_race_fails_only_when_every_member_failed_then_chain_moves_on(gateway, s
     sim.script("m-slow", default={"status": 500})
     sim2.script("m-quick", default={"status": 502})
     sim2.script("m-backup", default={"text": "backup"})
-    gw = gateway(race_config(sim, sim2) + model("backup", "b", "m-backup")
-                 + '[fallbacks.chat]\nchain = ["fast", "backup"]\n')
+    gw = gateway(
+        race_config(sim, sim2)
+        + model("backup", "b", "m-backup")
+        + '[fallbacks.chat]\nchain = ["fast", "backup"]\n'
+    )
     r = gw.openai().chat.completions.with_raw_response.create(model="chat", messages=MSG)
     assert r.headers["x-router-model"] == "backup" and r.headers["x-router-attempts"] == "3"
 
@@ -94,9 +100,12 @@ def test_nested_chain_race_chain(gateway, sim, sim2):
     sim2.script("m-y", default={"text": "from y", "delay_s": 0.05})
     sim2.script("m-z", default={"text": "from z", "delay_s": 1.5})
     gw = gateway(
-        provider("a", sim.base_url) + provider("b", sim2.base_url)
-        + model("primary", "a", "m-primary") + model("x", "a", "m-x")
-        + model("y", "b", "m-y") + model("z", "b", "m-z")
+        provider("a", sim.base_url)
+        + provider("b", sim2.base_url)
+        + model("primary", "a", "m-primary")
+        + model("x", "a", "m-x")
+        + model("y", "b", "m-y")
+        + model("z", "b", "m-z")
         + '[fallbacks.inner]\nchain = ["x", "y"]\n'
         + '[races.either]\nmembers = ["inner", "z"]\n'
         + '[fallbacks.chat]\nchain = ["primary", "either"]\n'
@@ -104,6 +113,9 @@ def test_nested_chain_race_chain(gateway, sim, sim2):
     for stream in (False, True):
         raw = gw.openai().chat.completions.with_raw_response.create(model="chat", messages=MSG, stream=stream)
         parsed = raw.parse()
-        text = (parsed.choices[0].message.content if not stream
-                else "".join(c.choices[0].delta.content or "" for c in parsed if c.choices))
+        text = (
+            parsed.choices[0].message.content
+            if not stream
+            else "".join(c.choices[0].delta.content or "" for c in parsed if c.choices)
+        )
         assert text == "from y" and raw.headers["x-router-model"] == "y"

@@ -19,7 +19,8 @@ def two_member_chain(sim, sim2, chain_extra: str = "", prov_extra: dict | None =
         + provider("b", sim2.base_url)
         + model("first", "a", "m-first", price={"input": 1.0, "output": 1.0})
         + model("second", "b", "m-second", price={"input": 1.0, "output": 1.0})
-        + '[fallbacks.chat]\nchain = ["first", "second"]\n' + chain_extra
+        + '[fallbacks.chat]\nchain = ["first", "second"]\n'
+        + chain_extra
     )
 
 
@@ -55,8 +56,10 @@ def test_retry_after_ms_is_preferred_and_cooldown_expires(gateway, sim, sim2):
 
 def test_per_key_cooldown_rotates_keys(gateway, sim, sim2):
     sim.script("m-first", steps=[{"status": 429, "retry_after": 30}])
-    gw = gateway(two_member_chain(sim, sim2, prov_extra={"api_keys": ["env:K1", "env:K2"]}),
-                 env={"K1": "key-one", "K2": "key-two"})
+    gw = gateway(
+        two_member_chain(sim, sim2, prov_extra={"api_keys": ["env:K1", "env:K2"]}),
+        env={"K1": "key-one", "K2": "key-two"},
+    )
     assert ask(gw).headers["x-router-model"] == "second"  # key one got the 429
     r = ask(gw)
     assert r.headers["x-router-model"] == "first"  # key two still serves
@@ -65,8 +68,17 @@ def test_per_key_cooldown_rotates_keys(gateway, sim, sim2):
 
 
 def test_quota_429_cools_for_long(gateway, sim, sim2):
-    sim.script("m-first", steps=[{"status": 429, "error_type": "insufficient_quota", "error_code": "insufficient_quota",
-                                  "retry_after": 1}])
+    sim.script(
+        "m-first",
+        steps=[
+            {
+                "status": 429,
+                "error_type": "insufficient_quota",
+                "error_code": "insufficient_quota",
+                "retry_after": 1,
+            }
+        ],
+    )
     gw = gateway(two_member_chain(sim, sim2))
     ask(gw)
     assert gw.get("/admin/state").json()["deployments"]["first"]["cooldown_s"] > 300
@@ -102,8 +114,10 @@ def test_all_timeouts_is_504(gateway, sim, sim2):
     sim.script("m-first", default={"hang": True})
     sim2.script("m-second", default={"hang": True})
     gw = gateway(
-        provider("a", sim.base_url, timeout_s=0.3) + provider("b", sim2.base_url, timeout_s=0.3)
-        + model("first", "a", "m-first") + model("second", "b", "m-second")
+        provider("a", sim.base_url, timeout_s=0.3)
+        + provider("b", sim2.base_url, timeout_s=0.3)
+        + model("first", "a", "m-first")
+        + model("second", "b", "m-second")
         + '[fallbacks.chat]\nchain = ["first", "second"]\n'
     )
     r = gw.post("/v1/chat/completions", json={"model": "chat", "messages": MSG})
@@ -135,8 +149,12 @@ def test_no_retry_on_the_same_deployment_after_429(gateway, sim, sim2):
 
 
 def test_client_400_goes_back_unchanged_and_is_not_retried(gateway, sim, sim2):
-    sim.script("m-first", steps=[{"status": 400, "error_message": "temperature is out of range",
-                                  "error_code": "invalid_value"}])
+    sim.script(
+        "m-first",
+        steps=[
+            {"status": 400, "error_message": "temperature is out of range", "error_code": "invalid_value"}
+        ],
+    )
     gw = gateway(two_member_chain(sim, sim2))
     with pytest.raises(openai.BadRequestError) as e:
         ask(gw)
@@ -148,7 +166,8 @@ def test_context_length_400_moves_on(gateway, sim, sim2):
     sim.script("m-first", default={"context_window": 5})
     gw = gateway(two_member_chain(sim, sim2))
     r = gw.openai().chat.completions.with_raw_response.create(
-        model="chat", messages=[{"role": "user", "content": "x" * 400}])
+        model="chat", messages=[{"role": "user", "content": "x" * 400}]
+    )
     assert r.headers["x-router-model"] == "second"
     assert gw.metric("router_fallbacks_total", route="chat", reason="context_length") == 1
 
@@ -176,7 +195,8 @@ def test_circuit_opens_then_probes(gateway, sim, sim2):
 
 def test_cheapest_order_uses_the_cheaper_member(gateway, sim, sim2):
     gw = gateway(
-        provider("a", sim.base_url) + provider("b", sim2.base_url)
+        provider("a", sim.base_url)
+        + provider("b", sim2.base_url)
         + model("pricey", "a", "m-pricey", price={"input": 10.0, "output": 30.0})
         + model("cheap", "b", "m-cheap", price={"input": 0.1, "output": 0.2})
         + '[fallbacks.chat]\nchain = ["pricey", "cheap"]\norder = "cheapest"\n'

@@ -16,7 +16,8 @@ MSG = [{"role": "user", "content": "hello"}]
 
 def chain(sim, sim2, **prov_a) -> str:
     return (
-        provider("a", sim.base_url, **prov_a) + provider("b", sim2.base_url)
+        provider("a", sim.base_url, **prov_a)
+        + provider("b", sim2.base_url)
         + model("first", "a", "m-first", price={"input": 1.0, "output": 2.0})
         + model("second", "b", "m-second", price={"input": 1.0, "output": 2.0})
         + '[fallbacks.chat]\nchain = ["first", "second"]\n'
@@ -62,8 +63,12 @@ def test_slow_first_token_times_out_and_moves_on(gateway, sim, sim2):
 
 
 def _raw_stream(gw, name="chat"):
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
-                      json={"model": name, "messages": MSG, "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        timeout=10,
+        json={"model": name, "messages": MSG, "stream": True},
+    ) as r:
         return r.status_code, r.headers, b"".join(r.iter_raw())
 
 
@@ -112,7 +117,10 @@ def test_role_only_first_chunk_does_not_commit(gateway, sim, sim2):
 
 
 def test_usage_from_a_final_chunk_provider_is_booked(gateway, sim, sim2):
-    sim.script("m-first", default={"usage_mode": "final_chunk", "usage": {"prompt_tokens": 100, "completion_tokens": 7}})
+    sim.script(
+        "m-first",
+        default={"usage_mode": "final_chunk", "usage": {"prompt_tokens": 100, "completion_tokens": 7}},
+    )
     gw = gateway(chain(sim, sim2))
     stream_text(gw)
     assert gw.metric("router_tokens_total", provider="a", model="first", key="anonymous", kind="input") == 100
@@ -132,8 +140,12 @@ def test_stream_is_relayed_chunk_by_chunk(gateway, sim, sim2):
     sim.script("m-first", default={"chunks": 5, "chunk_delay_s": 0.15, "text": "aaaaabbbbbcccccdddddeeeee"})
     gw = gateway(chain(sim, sim2))
     arrivals = []
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
-                      json={"model": "chat", "messages": MSG, "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        timeout=10,
+        json={"model": "chat", "messages": MSG, "stream": True},
+    ) as r:
         for line in r.iter_lines():
             if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
                 arrivals.append(time.monotonic())
@@ -145,8 +157,12 @@ def test_stream_is_relayed_chunk_by_chunk(gateway, sim, sim2):
 def test_client_disconnect_closes_the_upstream(gateway, sim, sim2):
     sim.script("m-first", default={"chunks": 50, "chunk_delay_s": 0.1})
     gw = gateway(chain(sim, sim2))
-    with httpx.stream("POST", gw.url + "/v1/chat/completions", timeout=10,
-                      json={"model": "chat", "messages": MSG, "stream": True}) as r:
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        timeout=10,
+        json={"model": "chat", "messages": MSG, "stream": True},
+    ) as r:
         for line in r.iter_lines():
             if '"content":"' in line and '"content":""' not in line:
                 break  # leave after the first content chunk

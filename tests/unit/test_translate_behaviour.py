@@ -41,7 +41,9 @@ from tests.unit.translate_support import (
 )
 
 OPENAI_DEP = deployment({"provider": "openai", "model": "gpt-4o-mini"}, "openai")
-ANTHROPIC_DEP = deployment({"provider": "anthropic", "model": "claude-sonnet-4-5", "max_output_tokens": 64000}, "anthropic")
+ANTHROPIC_DEP = deployment(
+    {"provider": "anthropic", "model": "claude-sonnet-4-5", "max_output_tokens": 64000}, "anthropic"
+)
 
 
 def test_pair_table() -> None:
@@ -56,7 +58,11 @@ def test_passthrough_fast_path_touches_no_message() -> None:
     t = OpenAIPassthrough(body, OPENAI_DEP, stream=False)
     assert t.upstream_body["messages"] is body["messages"]
     assert t.stream()._fixer is None  # chunks relayed byte for byte
-    upstream = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "x", "refusal": None}, "logprobs": None}]}
+    upstream = {
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "x", "refusal": None}, "logprobs": None}
+        ]
+    }
     assert t.response(upstream) is upstream
 
 
@@ -70,10 +76,24 @@ def test_alnum9_is_deterministic_and_keeps_fitting_ids() -> None:
 
 def test_chunk_fixer_tracks_tool_calls_per_choice() -> None:
     fixer = ChunkFixer({}, tool_finish=True)
-    calls = {"tool_calls": [{"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}
-    first = {"choices": [{"index": 0, "delta": calls, "finish_reason": None}, {"index": 1, "delta": {"content": "x"}, "finish_reason": None}]}
+    calls = {
+        "tool_calls": [
+            {"index": 0, "id": "a", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+        ]
+    }
+    first = {
+        "choices": [
+            {"index": 0, "delta": calls, "finish_reason": None},
+            {"index": 1, "delta": {"content": "x"}, "finish_reason": None},
+        ]
+    }
     assert fixer.fix(first) is first
-    last = {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}, {"index": 1, "delta": {}, "finish_reason": "stop"}]}
+    last = {
+        "choices": [
+            {"index": 0, "delta": {}, "finish_reason": "stop"},
+            {"index": 1, "delta": {}, "finish_reason": "stop"},
+        ]
+    }
     fixed = fixer.fix(last)
     assert [c["finish_reason"] for c in fixed["choices"]] == ["tool_calls", "stop"]
     assert last["choices"][0]["finish_reason"] == "stop", "the upstream's object is not mutated"
@@ -83,7 +103,7 @@ def test_chunk_fixer_tracks_tool_calls_per_choice() -> None:
 
 
 @pytest.fixture
-def debug_logs() -> Iterator[list[dict[str, Any]]]:
+def debug_logs() -> Iterator[list[Any]]:
     old = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.DEBUG))
     try:
@@ -98,7 +118,14 @@ def _events(logs: list[dict[str, Any]]) -> set[tuple[str, str]]:
 
 
 def test_dropped_params_are_logged_once_per_attempt(debug_logs: list[dict[str, Any]]) -> None:
-    body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "seed": 1, "logprobs": True, "temperature": 1.5, "top_p": 0.5}
+    body = {
+        "model": "x",
+        "messages": [{"role": "user", "content": "hi"}],
+        "seed": 1,
+        "logprobs": True,
+        "temperature": 1.5,
+        "top_p": 0.5,
+    }
     OpenAIToAnthropic(body, ANTHROPIC_DEP, stream=False)
     assert _events(debug_logs) == {
         ("param_dropped", "seed"),
@@ -110,17 +137,37 @@ def test_dropped_params_are_logged_once_per_attempt(debug_logs: list[dict[str, A
 
 
 def test_quirk_rewrites_are_logged(debug_logs: list[dict[str, Any]]) -> None:
-    quirks = {"developer_role": False, "message_name": False, "tool_call_ids": "alnum9", "fix_message_order": True,
-              "drop_params": ["user"], "rename_params": {"seed": "random_seed"}, "stream_usage": "always"}
+    quirks = {
+        "developer_role": False,
+        "message_name": False,
+        "tool_call_ids": "alnum9",
+        "fix_message_order": True,
+        "drop_params": ["user"],
+        "rename_params": {"seed": "random_seed"},
+        "stream_usage": "always",
+    }
     dep = deployment({"provider": "mistral", "model": "m", "quirks": quirks}, "openai")
     messages = [
         {"role": "developer", "content": "d"},
         {"role": "user", "content": "q", "name": "a"},
-        {"role": "assistant", "content": None, "tool_calls": [{"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": "r"},
         {"role": "user", "content": "q2"},
     ]
-    body = {"model": "x", "messages": messages, "user": "u", "seed": 3, "stream": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "x",
+        "messages": messages,
+        "user": "u",
+        "seed": 3,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     OpenAIPassthrough(body, dep, stream=True)
     assert _events(debug_logs) == {
         ("param_dropped", "stream_options"),
@@ -134,7 +181,9 @@ def test_quirk_rewrites_are_logged(debug_logs: list[dict[str, Any]]) -> None:
 
 
 def test_fast_path_logs_nothing(debug_logs: list[dict[str, Any]]) -> None:
-    OpenAIPassthrough({"model": "x", "messages": [{"role": "user", "content": "hi"}]}, OPENAI_DEP, stream=True)
+    OpenAIPassthrough(
+        {"model": "x", "messages": [{"role": "user", "content": "hi"}]}, OPENAI_DEP, stream=True
+    )
     assert debug_logs == []
 
 
@@ -152,7 +201,9 @@ def _sse_cases(client: str) -> list[Any]:
     out = []
     for pair, (_, c, _) in PAIRS.items():
         if c == client:
-            out += [pytest.param(pair, p, id=f"{pair}/{p.stem}") for p in sorted((FIXTURES / pair).glob("*.sse"))]
+            out += [
+                pytest.param(pair, p, id=f"{pair}/{p.stem}") for p in sorted((FIXTURES / pair).glob("*.sse"))
+            ]
     return out
 
 
@@ -175,8 +226,13 @@ def _transport(raw: bytes) -> httpx2.Client:
 @pytest.mark.parametrize(("pair", "path"), _sse_cases("anthropic"))
 def test_anthropic_sdk_reads_translated_stream(pair: str, path: Path) -> None:
     raw, expected = _translated(pair, path)
-    with _transport(raw) as http, anthropic.Anthropic(api_key="k", base_url="http://gw.test", http_client=http) as client:
-        stream = client.messages.stream(model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}])
+    with (
+        _transport(raw) as http,
+        anthropic.Anthropic(api_key="k", base_url="http://gw.test", http_client=http) as client,
+    ):
+        stream = client.messages.stream(
+            model="m", max_tokens=10, messages=[{"role": "user", "content": "hi"}]
+        )
         if b"event: error" in raw:
             with pytest.raises(anthropic.APIStatusError), stream as s:
                 s.get_final_message()
@@ -186,7 +242,9 @@ def test_anthropic_sdk_reads_translated_stream(pair: str, path: Path) -> None:
     assert final.stop_reason is not None
     if expected is not None:
         want = anthropic.types.Message.model_validate(expected)
-        assert [b.model_dump(exclude_none=True) for b in final.content] == [b.model_dump(exclude_none=True) for b in want.content]
+        assert [b.model_dump(exclude_none=True) for b in final.content] == [
+            b.model_dump(exclude_none=True) for b in want.content
+        ]
         assert (final.stop_reason, final.usage.output_tokens, final.usage.input_tokens) == (
             want.stop_reason,
             want.usage.output_tokens,
@@ -197,7 +255,10 @@ def test_anthropic_sdk_reads_translated_stream(pair: str, path: Path) -> None:
 @pytest.mark.parametrize(("pair", "path"), _sse_cases("openai"))
 def test_openai_sdk_reads_translated_stream(pair: str, path: Path) -> None:
     raw, expected = _translated(pair, path)
-    with _transport(raw) as http, openai.OpenAI(api_key="k", base_url="http://gw.test/v1", http_client=http) as client:
+    with (
+        _transport(raw) as http,
+        openai.OpenAI(api_key="k", base_url="http://gw.test/v1", http_client=http) as client,
+    ):
         stream = client.chat.completions.stream(model="m", messages=[{"role": "user", "content": "hi"}])
         if b'data: {"error"' in raw:
             with pytest.raises(openai.APIError), stream as s:
@@ -210,14 +271,23 @@ def test_openai_sdk_reads_translated_stream(pair: str, path: Path) -> None:
     if expected is not None:
         got, want = final.choices[0], expected["choices"][0]
         assert got.finish_reason == want["finish_reason"]
-        assert got.message.content == want["message"]["content"]
-        calls = [(c.id, c.function.name, json.loads(c.function.arguments)) for c in got.message.tool_calls or []]
-        assert calls == [(c["id"], c["function"]["name"], json.loads(c["function"]["arguments"])) for c in want["message"].get("tool_calls", [])]
+        assert (got.message.content or None) == (want["message"]["content"] or None)
+        calls = [
+            (c.id, c.function.name, json.loads(c.function.arguments)) for c in got.message.tool_calls or []
+        ]
+        assert calls == [
+            (c["id"], c["function"]["name"], json.loads(c["function"]["arguments"]))
+            for c in want["message"].get("tool_calls", [])
+        ]
 
 
 # --- property tests of the stream state machines ------------------------------------------------
 
-_args = st.dictionaries(st.sampled_from(["city", "n", "flag", "q"]), st.one_of(st.integers(-5, 99), st.text(max_size=6), st.booleans()), max_size=3)
+_args = st.dictionaries(
+    st.sampled_from(["city", "n", "flag", "q"]),
+    st.one_of(st.integers(-5, 99), st.text(max_size=6), st.booleans()),
+    max_size=3,
+)
 
 
 def _pieces(draw: Any, text: str) -> list[str]:
@@ -233,7 +303,12 @@ def _openai_tool_stream(draw: Any) -> tuple[list[dict[str, Any]], list[tuple[str
     queues = []
     for k, args in enumerate(calls):
         pieces = _pieces(draw, json.dumps(args))
-        first = {"index": k, "id": f"call_{k}", "type": "function", "function": {"name": f"f{k}", "arguments": pieces[0]}}
+        first = {
+            "index": k,
+            "id": f"call_{k}",
+            "type": "function",
+            "function": {"name": f"f{k}", "arguments": pieces[0]},
+        }
         queues.append([first] + [{"index": k, "function": {"arguments": p}} for p in pieces[1:]])
     order: list[dict[str, Any]] = []
     while any(queues):
@@ -248,17 +323,29 @@ def _openai_tool_stream(draw: Any) -> tuple[list[dict[str, Any]], list[tuple[str
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> SSEEvent:
-    obj = {"id": "chatcmpl-p", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+    obj = {
+        "id": "chatcmpl-p",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
     return SSEEvent(orjson.dumps(obj))
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
 @given(_openai_tool_stream(), st.text(max_size=8), st.booleans())
 def test_anthropic_stream_from_any_tool_interleaving(
-    stream: tuple[list[dict[str, Any]], list[tuple[str, str, dict[str, Any]]]], lead_text: str, usage_chunk: bool
+    stream: tuple[list[dict[str, Any]], list[tuple[str, str, dict[str, Any]]]],
+    lead_text: str,
+    usage_chunk: bool,
 ) -> None:
     order, expected = stream
-    t = AnthropicToOpenAI({"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}, OPENAI_DEP, stream=True)
+    t = AnthropicToOpenAI(
+        {"model": "x", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]},
+        OPENAI_DEP,
+        stream=True,
+    )
     st_ = t.stream()
     out: list[bytes] = []
     events = [_chunk({"role": "assistant", "content": ""})]
@@ -267,7 +354,14 @@ def test_anthropic_stream_from_any_tool_interleaving(
     events += [_chunk({"tool_calls": [frag]}) for frag in order]
     events.append(_chunk({}, "tool_calls"))
     if usage_chunk:
-        usage = {"id": "chatcmpl-p", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}}
+        usage = {
+            "id": "chatcmpl-p",
+            "object": "chat.completion.chunk",
+            "created": 1,
+            "model": "m",
+            "choices": [],
+            "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7},
+        }
         events.append(SSEEvent(orjson.dumps(usage)))
     for ev in events:
         out += st_.feed(ev, wire_openai.probe_event(ev))
@@ -309,15 +403,34 @@ _block = st.one_of(
 def test_openai_stream_from_any_anthropic_blocks(blocks: list[tuple[str, Any]], data: Any) -> None:
     """Any sequence of Anthropic blocks: the OpenAI chunks validate, tool indices count tool
     blocks, and the accumulated completion equals the non-streamed translation."""
+
     def aev(obj: dict[str, Any]) -> SSEEvent:
         return SSEEvent(orjson.dumps(obj), obj["type"])
 
     content: list[dict[str, Any]] = []
-    events = [aev({"type": "message_start", "message": {"id": "msg_p", "type": "message", "role": "assistant", "model": "c", "content": [], "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 7, "output_tokens": 1}}})]
+    events = [
+        aev(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_p",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": "c",
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 7, "output_tokens": 1},
+                },
+            }
+        )
+    ]
     for i, (kind, value) in enumerate(blocks):
         if kind == "tool_use":
             start: dict[str, Any] = {"type": "tool_use", "id": f"toolu_{i}", "name": f"f{i}", "input": {}}
-            deltas = [{"type": "input_json_delta", "partial_json": p} for p in _pieces(data.draw, json.dumps(value))]
+            deltas = [
+                {"type": "input_json_delta", "partial_json": p} for p in _pieces(data.draw, json.dumps(value))
+            ]
             content.append({**start, "input": value})
         elif kind == "text":
             start = {"type": "text", "text": ""}
@@ -325,22 +438,47 @@ def test_openai_stream_from_any_anthropic_blocks(blocks: list[tuple[str, Any]], 
             content.append({"type": "text", "text": value})
         else:
             start = {"type": "thinking", "thinking": "", "signature": ""}
-            deltas = [{"type": "thinking_delta", "thinking": value}, {"type": "signature_delta", "signature": "s"}]
+            deltas = [
+                {"type": "thinking_delta", "thinking": value},
+                {"type": "signature_delta", "signature": "s"},
+            ]
             content.append({"type": "thinking", "thinking": value, "signature": "s"})
         events.append(aev({"type": "content_block_start", "index": i, "content_block": start}))
         events += [aev({"type": "content_block_delta", "index": i, "delta": d}) for d in deltas]
         events.append(aev({"type": "content_block_stop", "index": i}))
     has_tools = any(k == "tool_use" for k, _ in blocks)
     stop = "tool_use" if has_tools else "end_turn"
-    events += [aev({"type": "message_delta", "delta": {"stop_reason": stop, "stop_sequence": None}, "usage": {"output_tokens": 9}}), aev({"type": "message_stop"})]
-    body = {"model": "x", "messages": [{"role": "user", "content": "hi"}], "stream_options": {"include_usage": True}}
+    events += [
+        aev(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": stop, "stop_sequence": None},
+                "usage": {"output_tokens": 9},
+            }
+        ),
+        aev({"type": "message_stop"}),
+    ]
+    body = {
+        "model": "x",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream_options": {"include_usage": True},
+    }
     t = OpenAIToAnthropic(body, ANTHROPIC_DEP, stream=True, clock=lambda: 5.0)
     st_ = t.stream()
     out: list[bytes] = []
     for ev in events:
         out += st_.feed(ev, wire_anthropic.probe_event(ev))
     out += st_.close()
-    message = {"id": "msg_p", "type": "message", "role": "assistant", "model": "c", "content": content, "stop_reason": stop, "stop_sequence": None, "usage": {"input_tokens": 7, "output_tokens": 9}}
+    message = {
+        "id": "msg_p",
+        "type": "message",
+        "role": "assistant",
+        "model": "c",
+        "content": content,
+        "stop_reason": stop,
+        "stop_sequence": None,
+        "usage": {"input_tokens": 7, "output_tokens": 9},
+    }
     expected = t.response(copy.deepcopy(message))
     check_openai_stream(b"".join(out), expected)
     usage = orjson.loads(out[-2][len(b"data: ") :])["usage"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from tests.unit.translate_support import cases, check_json_case, check_sse_case
 
 PAIR = "openai_to_anthropic"

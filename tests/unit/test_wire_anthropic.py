@@ -52,7 +52,10 @@ def test_stream_error_event_is_an_sse_error_event() -> None:
     raw = wa.stream_error_event("Overloaded", "overloaded_error")
     (event,) = SSEDecoder().feed(raw)
     assert event.event == "error"
-    assert orjson.loads(event.data) == {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    assert orjson.loads(event.data) == {
+        "type": "error",
+        "error": {"type": "overloaded_error", "message": "Overloaded"},
+    }
 
 
 def test_event_framing() -> None:
@@ -63,7 +66,12 @@ def test_event_framing() -> None:
 
 
 def test_probe_message_start_usage_adds_cache_to_input() -> None:
-    usage = {"input_tokens": 10, "output_tokens": 1, "cache_read_input_tokens": 100, "cache_creation_input_tokens": 5}
+    usage = {
+        "input_tokens": 10,
+        "output_tokens": 1,
+        "cache_read_input_tokens": 100,
+        "cache_creation_input_tokens": 5,
+    }
     p = wa.probe_event(ev({"type": "message_start", "message": {"id": "msg_1", "usage": usage}}))
     assert p.usage == Usage(input=115, output=1, cached_input=100, cache_write=5)
     assert not p.content and p.finish is None and not p.done
@@ -73,12 +81,40 @@ def test_probe_message_start_usage_adds_cache_to_input() -> None:
     ("obj", "content"),
     [
         ({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}, False),
-        ({"type": "content_block_start", "index": 0, "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}}}, True),
-        ({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}, False),
+        (
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "tool_use", "id": "t", "name": "f", "input": {}},
+            },
+            True,
+        ),
+        (
+            {
+                "type": "content_block_start",
+                "index": 0,
+                "content_block": {"type": "thinking", "thinking": ""},
+            },
+            False,
+        ),
         ({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Hi"}}, True),
         ({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": ""}}, False),
-        ({"type": "content_block_delta", "index": 0, "delta": {"type": "input_json_delta", "partial_json": ""}}, True),
-        ({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}}, False),
+        (
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "input_json_delta", "partial_json": ""},
+            },
+            True,
+        ),
+        (
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "thinking_delta", "thinking": "hm"},
+            },
+            False,
+        ),
         ({"type": "content_block_stop", "index": 0}, False),
         ({"type": "ping"}, False),
         ({"type": "some_future_event", "x": 1}, False),
@@ -91,7 +127,11 @@ def test_probe_content(obj: dict[str, object], content: bool) -> None:
 
 
 def test_probe_message_delta_finish_and_usage() -> None:
-    obj = {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None}, "usage": {"output_tokens": 40}}
+    obj = {
+        "type": "message_delta",
+        "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+        "usage": {"output_tokens": 40},
+    }
     p = wa.probe_event(ev(obj))
     assert p.finish == "tool_use"
     assert p.usage == Usage(output=40)

@@ -76,17 +76,23 @@ class AiohttpTransport:
             skip_auto_headers=("User-Agent",),
             json_serialize=lambda _: "",  # never used: bodies are bytes we encoded ourselves
         )
+        self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
-    @staticmethod
-    def _timeout(req: UpstreamRequest) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(
-            total=req.timeout_s, connect=req.connect_timeout_s, sock_read=req.idle_timeout_s
-        )
+    def _timeout(self, total: float, connect: float) -> aiohttp.ClientTimeout:
+        """ClientTimeout objects are immutable: one per distinct setting, not one per request."""
+        key = (total, connect)
+        t = self._timeouts.get(key)
+        if t is None:
+            t = self._timeouts[key] = aiohttp.ClientTimeout(total=total, connect=connect)
+        return t
 
     async def send(self, req: UpstreamRequest) -> UpstreamReply:
         with _mapped("connect"):
             async with self._session.post(
-                req.url, data=req.body, headers=dict(req.headers), timeout=self._timeout(req)
+                req.url,
+                data=req.body,
+                headers=req.headers,
+                timeout=self._timeout(req.timeout_s, req.connect_timeout_s),
             ) as resp:
                 with _mapped("stream"):
                     body = await resp.read()
@@ -99,10 +105,8 @@ class AiohttpTransport:
             resp = await self._session.post(
                 req.url,
                 data=req.body,
-                headers=dict(req.headers),
-                timeout=aiohttp.ClientTimeout(
-                    total=req.timeout_s, connect=req.connect_timeout_s, sock_read=None
-                ),
+                headers=req.headers,
+                timeout=self._timeout(req.timeout_s, req.connect_timeout_s),
             )
         try:
             yield _Stream(resp, req.idle_timeout_s)

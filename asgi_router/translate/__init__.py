@@ -9,7 +9,16 @@ from asgi_router.translate.openai_to_anthropic import OpenAIToAnthropic
 from asgi_router.translate.passthrough import OpenAIPassthrough
 from asgi_router.types import Dialect
 
-__all__ = ["StreamTranslator", "Translation", "TranslatorPair", "pair_for"]
+__all__ = [
+    "AnthropicPassthrough",
+    "AnthropicToOpenAI",
+    "OpenAIPassthrough",
+    "OpenAIToAnthropic",
+    "StreamTranslator",
+    "Translation",
+    "TranslatorPair",
+    "pair_for",
+]
 
 _PAIRS: dict[tuple[Dialect, Dialect], TranslatorPair] = {
     ("openai", "openai"): OpenAIPassthrough,

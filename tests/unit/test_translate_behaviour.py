@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
-import httpx2
 import openai
 import orjson
 import pytest
@@ -21,6 +20,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from asgi_router.errors import BadRequest
+
+try:  # the SDKs moved to httpx2 (openai 3, anthropic 2); older ones take httpx objects
+    import httpx2 as http_lib
+except ImportError:  # pragma: no cover - depends on the installed SDKs
+    import httpx as http_lib  # type: ignore[no-redef]
 from asgi_router.translate import pair_for
 from asgi_router.translate.anthropic_passthrough import AnthropicPassthrough
 from asgi_router.translate.anthropic_to_openai import AnthropicToOpenAI
@@ -216,11 +220,11 @@ def _translated(pair: str, path: Path) -> tuple[bytes, Any]:
     return raw, expected
 
 
-def _transport(raw: bytes) -> httpx2.Client:
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=raw)
+def _transport(raw: bytes) -> http_lib.Client:
+    def handler(request: http_lib.Request) -> http_lib.Response:
+        return http_lib.Response(200, headers={"content-type": "text/event-stream"}, content=raw)
 
-    return httpx2.Client(transport=httpx2.MockTransport(handler))
+    return http_lib.Client(transport=http_lib.MockTransport(handler))
 
 
 @pytest.mark.parametrize(("pair", "path"), _sse_cases("anthropic"))
@@ -483,3 +487,130 @@ def test_openai_stream_from_any_anthropic_blocks(blocks: list[tuple[str, Any]], 
     check_openai_stream(b"".join(out), expected)
     usage = orjson.loads(out[-2][len(b"data: ") :])["usage"]
     assert usage == expected["usage"]
+
+
+# --- per-attempt state and the quirk layer under the Anthropic pair ------------------------------
+
+MISTRAL_DEP = deployment(
+    {
+        "provider": "mistral",
+        "model": "mistral-small-latest",
+        "quirks": {"tool_call_ids": "alnum9", "stream_usage": "always"},
+    },
+    "openai",
+)
+HISTORY = {
+    "model": "x",
+    "max_tokens": 64,
+    "messages": [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_01A", "name": "f", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_01A", "content": "18C"}]},
+    ],
+}
+
+
+def test_anthropic_client_gets_its_own_tool_ids_back_through_mistral() -> None:
+    """The id Mistral saw (a hash) is mapped back to the client's in responses and streams."""
+    t = AnthropicToOpenAI(copy.deepcopy(HISTORY), MISTRAL_DEP, stream=True)
+    hashed = alnum9("toolu_01A")
+    assert t.upstream_body["messages"][1]["tool_calls"][0]["id"] == hashed
+    assert t.upstream_body["messages"][2]["tool_call_id"] == hashed
+    echoed = {
+        "id": "c",
+        "choices": [
+            {
+                "index": 0,
+                "delta": {
+                    "tool_calls": [{"index": 0, "id": hashed, "function": {"name": "f", "arguments": "{}"}}]
+                },
+            }
+        ],
+    }
+    st_ = t.stream()
+    out: list[bytes] = []
+    for obj in (
+        echoed,
+        {
+            "id": "c",
+            "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1},
+        },
+    ):
+        ev = SSEEvent(orjson.dumps(obj))
+        out += st_.feed(ev, wire_openai.probe_event(ev))
+    starts = [orjson.loads(e.data) for e in _decode(b"".join(out)) if e.event == "content_block_start"]
+    assert starts[0]["content_block"]["id"] == "toolu_01A"
+    answer = {
+        "id": "c",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": None,
+                    "tool_calls": [
+                        {"id": hashed, "type": "function", "function": {"name": "f", "arguments": "{}"}}
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    assert t.response(answer)["content"][0]["id"] == "toolu_01A"
+
+
+def test_each_attempt_has_its_own_state() -> None:
+    first = AnthropicToOpenAI(copy.deepcopy(HISTORY), MISTRAL_DEP, stream=True)
+    other = {**HISTORY, "messages": [{"role": "user", "content": "no tools"}]}
+    second = AnthropicToOpenAI(other, MISTRAL_DEP, stream=True)
+    assert first._id_back and not second._id_back
+    a, b = first.stream(), first.stream()
+    assert a is not b and a._tools is not b._tools
+
+
+def test_response_does_not_touch_the_upstream_body() -> None:
+    t = OpenAIToAnthropic(
+        {"model": "x", "messages": [{"role": "user", "content": "hi"}]}, ANTHROPIC_DEP, stream=False
+    )
+    sent = copy.deepcopy(t.upstream_body)
+    t.response(
+        {
+            "id": "msg_1",
+            "content": [{"type": "text", "text": "x"}],
+            "stop_reason": "end_turn",
+            "usage": {"input_tokens": 1, "output_tokens": 1},
+        }
+    )
+    assert t.upstream_body == sent
+
+
+@pytest.mark.parametrize(
+    ("status", "type_"),
+    [
+        (413, "invalid_request_error"),
+        (529, "overloaded_error"),
+        (504, "timeout_error"),
+        (402, "billing_error"),
+    ],
+)
+def test_anthropic_client_errors_typed_by_status(status: int, type_: str) -> None:
+    t = AnthropicToOpenAI(copy.deepcopy(HISTORY), OPENAI_DEP, stream=False)
+    body = orjson.loads(t.error(status, b'{"error": {"message": "m", "type": "whatever"}}'))
+    assert body == {"type": "error", "error": {"type": type_, "message": "m"}}
+
+
+def test_anthropic_only_fields_dropped_and_logged(debug_logs: list[Any]) -> None:
+    body = {
+        **copy.deepcopy(HISTORY),
+        "top_k": 5,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "tool_choice": {"type": "auto"},
+    }
+    t = AnthropicToOpenAI(body, OPENAI_DEP, stream=False)
+    assert not {"top_k", "thinking", "tool_choice"} & t.upstream_body.keys()
+    assert {
+        ("param_dropped", "top_k"),
+        ("param_dropped", "thinking"),
+        ("param_dropped", "tool_choice"),
+    } <= _events(debug_logs)

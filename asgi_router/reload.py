@@ -103,7 +103,7 @@ class GraphHolder:
             try:
                 graph = await asyncio.to_thread(self._loader, self.path, self._env, generation=generation)
             except ConfigErrors as e:
-                self._current = None; return self._failed(reason, [str(err) for err in e.errors], stamp)
+                return self._failed(reason, [str(err) for err in e.errors], stamp)
             except OSError as e:
                 return self._failed(reason, [f"{self.path}: {e.strerror or e}"], stamp)
             except Exception as e:  # a compiler bug must not kill the watcher or the SIGHUP task

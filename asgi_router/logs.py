@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -45,10 +45,23 @@ def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[st
     return event
 
 
+_known: list[re.Pattern[str] | None] = [None]  # the serving config's secret values, as one regex
+
+
+def remember_secrets(values: Iterable[str]) -> None:
+    """The secret values of the serving config (api keys, admin key): masked wherever they
+    appear in a log line, whatever their shape (gsk_…, AIza…, not only sk-…)."""
+    vals = sorted({v for v in values if len(v) >= 8}, key=len, reverse=True)
+    _known[0] = re.compile("|".join(map(re.escape, vals))) if vals else None
+
+
 def _scrubbed(key: Any, value: Any, depth: int = 0) -> Any:
     if isinstance(key, str) and key.lower() in SECRET_KEYS and value is not None:
         return "[redacted]"
     if isinstance(value, str):
+        known = _known[0]
+        if known is not None:
+            value = known.sub("[redacted]", value)
         return scrub_value(value) if "earer" in value or "sk-" in value else value
     if depth < 4 and isinstance(value, Mapping):
         return {k: _scrubbed(k, v, depth + 1) for k, v in value.items()}

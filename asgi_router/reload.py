@@ -18,7 +18,7 @@ from pathlib import Path
 import orjson
 import structlog
 
-from asgi_router import config
+from asgi_router import config, logs
 from asgi_router.errors import ConfigErrors
 from asgi_router.graph import Graph
 from asgi_router.metrics import Metrics
@@ -45,6 +45,13 @@ class ReloadResult:
     generation: int
     errors: list[str] = field(default_factory=list)
     changed: bool = True
+
+
+def _secret_values(graph: Graph) -> list[str]:
+    values = [s.reveal() for p in graph.providers.values() for s in p.api_keys]
+    if graph.server.admin_key is not None:
+        values.append(graph.server.admin_key.reveal())
+    return values
 
 
 def models_body(graph: Graph, created: int) -> bytes:
@@ -109,6 +116,7 @@ class GraphHolder:
             except Exception as e:  # a compiler bug must not kill the watcher or the SIGHUP task
                 log.exception("config_compile_crashed", reason=reason)
                 return self._failed(reason, [f"{self.path}: cannot compile: {type(e).__name__}: {e}"], stamp)
+            logs.remember_secrets(_secret_values(graph))
             clients = self._pool.build(graph)
             self._pool.commit(clients)
             self._metrics.bind(graph)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import clients
 import configs
 import contenders
+import procs
 import wrk
 from clients import Endpoint
 from contenders import Contender
@@ -141,8 +142,7 @@ print(json.dumps({"import_s": t1 - t0, "first_s": times[0], "best_s": min(times)
 def compile_time(conf: Path, cpus: str | None, repeats: int = 3) -> dict[str, Any]:
     """Time ``asgi_router.config.load`` on ``conf`` in a fresh interpreter (import excluded)."""
     argv = [sys.executable, "-c", COMPILE_SNIPPET, str(conf), str(repeats)]
-    if cpus is not None:
-        argv = ["taskset", "-c", cpus, *argv]
+    argv = [*procs.prefix(cpus), *argv]
     try:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=180, check=False)
     except subprocess.TimeoutExpired:

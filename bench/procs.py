@@ -53,6 +53,21 @@ class Proc:
 
 
 _RUNNING: list[Proc] = []
+NICE = 0
+"""Niceness for everything started (contenders, nginx, wrk); --nice sets it (negative: priority)."""
+
+
+def prefix(cpus: str | None) -> list[str]:
+    """The command prefix pinning to ``cpus`` (taskset) at the chosen niceness (nice)."""
+    out: list[str] = []
+    if NICE:
+        out += ["nice", "-n", str(NICE)]
+    if cpus is not None:
+        taskset = shutil.which("taskset")
+        if taskset is None:
+            raise StartError("taskset is missing (Debian package util-linux)")
+        out += [taskset, "-c", cpus]
+    return out
 
 
 def die_with_parent() -> None:
@@ -70,12 +85,7 @@ def start(
     cwd: Path | None = None,
 ) -> Proc:
     """Start ``argv`` pinned to ``cpus`` (a taskset list such as "0" or "0,1"); output to a file."""
-    full = list(argv)
-    if cpus is not None:
-        taskset = shutil.which("taskset")
-        if taskset is None:
-            raise StartError("taskset is missing (Debian package util-linux)")
-        full = [taskset, "-c", cpus, *full]
+    full = [*prefix(cpus), *argv]
     log = log_path.open("wb")
     try:
         popen = subprocess.Popen(

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import procs
 from procs import die_with_parent
 
 MARK = "BENCH_WRK_JSON "
@@ -99,8 +100,7 @@ def run(url: str, script: Path, connections: int, duration_s: float, cpus: str |
         str(script),
         url,
     ]
-    if cpus is not None:
-        argv = ["taskset", "-c", cpus, *argv]
+    argv = [*procs.prefix(cpus), *argv]
     try:
         out = subprocess.run(
             argv,

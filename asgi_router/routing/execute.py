@@ -378,7 +378,9 @@ class Executor:
                 dm.rate_limited.inc()
                 retry_after = self._cool(d, key_index, e, now)
             elif 400 <= e.status < 500:
-                candidate = UpstreamClientError(e.status, _without_secrets(e.body, d), d.provider.api, e.content_type)
+                candidate = UpstreamClientError(
+                    e.status, _without_secrets(e.body, d), d.provider.api, e.content_type
+                )
                 if e.status == 400 and _mentions(e.body, d.provider.quirks.context_length_markers):
                     reason = "context_length"
         if reason != 429 and (not isinstance(reason, int) or reason >= 500) and reason != "context_length":

@@ -253,8 +253,9 @@ def openai_status_error(step: Step, status: int) -> dict[str, Any]:
 
 
 def mistral_extra_forbidden(fields: list[str]) -> dict[str, Any]:
+    """Mistral's 422: pydantic ``extra_forbidden`` per field (``messages.1.name`` → a nested loc)."""
     detail = [
-        {"type": "extra_forbidden", "loc": ["body", f], "msg": "Extra inputs are not permitted"}
+        {"type": "extra_forbidden", "loc": ["body", *_loc(f)], "msg": "Extra inputs are not permitted"}
         for f in fields
     ]
     return {
@@ -264,6 +265,15 @@ def mistral_extra_forbidden(fields: list[str]) -> dict[str, Any]:
         "param": None,
         "code": None,
     }
+
+
+def _loc(field: str) -> list[str | int]:
+    return [int(p) if p.isdigit() else p for p in field.split(".")]
+
+
+def mistral_error(message: str, type_: str, code: str | None = None) -> dict[str, Any]:
+    """Mistral's flat error body (400s about the conversation itself)."""
+    return {"object": "error", "message": message, "type": type_, "param": None, "code": code}
 
 
 # Anthropic

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from .answer import (
     anthropic_error,
     anthropic_status_error,
     estimate_prompt_tokens,
+    mistral_error,
     mistral_extra_forbidden,
     openai_error,
     openai_status_error,
@@ -164,6 +166,10 @@ def check(request: web.Request, kind: Kind, step: Step, body: Any) -> Rejection 
                 "invalid_request_error", f"{forbidden[0]}: Extra inputs are not permitted"
             )
         return 422, mistral_extra_forbidden(forbidden)
+    if kind == "chat" and step.strict_params is True:
+        broken = mistral_message_rules(body["messages"])
+        if broken is not None:
+            return broken
     if step.context_window is not None and kind != "embeddings":
         tokens = estimate_prompt_tokens(body)
         if tokens > step.context_window:
@@ -186,9 +192,42 @@ def _forbidden(kind: Kind, step: Step, body: dict[str, Any]) -> list[str]:
         out = [name for name in body if name not in KNOWN_FIELDS[kind]]
     else:
         out = [name for name in body if name in strict]
+        messages = body.get("messages")
+        for field in sorted(f.removeprefix(MESSAGE_FIELD) for f in strict if f.startswith(MESSAGE_FIELD)):
+            for i, m in enumerate(messages if isinstance(messages, list) else []):
+                if isinstance(m, dict) and field in m:
+                    out.append(f"messages.{i}.{field}")
     if step.usage_mode == "final_chunk" and "stream_options" in body and "stream_options" not in out:
         out.append("stream_options")
     return out
+
+
+MESSAGE_FIELD = "messages[]."
+"""``strict_params`` entries ``messages[].NAME`` refuse ``NAME`` on any message (Groq: ``name``)."""
+MISTRAL_TOOL_ID = re.compile(r"[a-zA-Z0-9]{9}")
+
+
+def mistral_message_rules(messages: list[Any]) -> Rejection | None:
+    """Mistral's checks on the conversation itself (wire reference §4.1, bodies as reported):
+    tool call ids of exactly 9 alphanumerics, and no ``user`` message right after a ``tool`` one."""
+    prev_role = None
+    for m in messages:
+        if not isinstance(m, dict):
+            continue
+        role = m.get("role")
+        ids = [m.get("tool_call_id")] if role == "tool" else []
+        if role == "assistant" and isinstance(m.get("tool_calls"), list):
+            ids += [c.get("id") for c in m["tool_calls"] if isinstance(c, dict)]
+        for tool_id in ids:
+            if not isinstance(tool_id, str) or not MISTRAL_TOOL_ID.fullmatch(tool_id):
+                message = f"Tool call id was {tool_id} but must be a-z, A-Z, 0-9, with a length of 9."
+                return 400, mistral_error(message, "invalid_request_error")
+        if role == "user" and prev_role == "tool":
+            return 400, mistral_error(
+                "Unexpected role 'user' after role 'tool'", "invalid_request_message_order", "3230"
+            )
+        prev_role = role
+    return None
 
 
 def error_response(kind: Kind, step: Step, status: int) -> Any:

@@ -59,7 +59,11 @@ Errors (answered in the endpoint's dialect)
                               ``/v1/messages``). OpenAI paths answer Mistral's 422 ``extra_forbidden``
                               body; ``/v1/messages`` answers 400 ``invalid_request_error``. With
                               ``usage_mode: "final_chunk"`` a strict model also rejects
-                              ``stream_options``.
+                              ``stream_options``. A list entry ``messages[].NAME`` rejects the field
+                              ``NAME`` on any message (Groq's ``messages[].name``). ``true`` on chat
+                              also applies Mistral's conversation rules, each a 400 in Mistral's flat
+                              body: tool call ids must be exactly 9 of [a-zA-Z0-9], and no ``user``
+                              message may follow a ``tool`` one.
     ``context_window`` (int)  if the prompt's estimated tokens (characters of message text / 4,
                               rounded up) exceed it: 400, OpenAI code ``context_length_exceeded``
                               / Anthropic "prompt is too long: X tokens > N maximum".

@@ -89,7 +89,7 @@ class App:
         except RouterError as e:
             await self._error(ex, e)
         except ClientGone:
-            ex.status = 499
+            ex.status, ex.outcome = 499, "cancelled"
         except Exception:  # the one boundary: anything unexpected is logged and answered
             log.exception("unhandled_error", request_id=ex.request_id)
             await self._error(ex, RouterError("internal error in the gateway; see its log"))
@@ -105,10 +105,10 @@ class App:
     def _finish(self, ex: Exchange) -> None:
         if ex.route != "-":
             rm = self.metrics.route(ex.route)
-            if ex.status == 200:
+            if ex.status == 200 and ex.outcome is None:
                 rm.ok.inc()
             else:
-                self.metrics.requests.labels(rm.name, str(ex.status)).inc()
+                self.metrics.requests.labels(rm.name, ex.outcome or str(ex.status)).inc()
             fields = ex.log_fields()
             rm.duration.observe(fields["duration_ms"] / 1000)
             log.info("request", **fields)

@@ -29,6 +29,7 @@ class Exchange:
         "dialect",
         "headers",
         "key",
+        "outcome",
         "overhead_s",
         "provider",
         "receive",
@@ -56,6 +57,7 @@ class Exchange:
         self.dialect: Dialect = dialect
         self.route = "-"
         self.status = 0
+        self.outcome: str | None = None  # the metric status when not the HTTP one: stream_error, cancelled
         self.stream = False
         self.key: str | None = None
         self.deployment: str | None = None
@@ -122,6 +124,8 @@ class Exchange:
             "key": self.key,
             "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
         }
+        if self.outcome is not None:
+            f["outcome"] = self.outcome
         if self.attempts:
             f["attempts"] = self.attempts
         if self.deployment is not None:

@@ -56,7 +56,8 @@ async def relay_stream(app: App, rt: Runtime, ex: Exchange, node: Node, call: Ca
         if not gone:
             raise
         task.uncancel()
-        ex.status = 499  # client closed the request
+        ex.status = ex.status or 499  # 499: the client closed the request before any answer
+        ex.outcome = "cancelled"
     finally:
         watcher.cancel()
         if committed is not None:
@@ -91,7 +92,7 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: Ro
     except UpstreamError as e:
         log.warning("stream_broken", request_id=ex.request_id, model=d.name, error=str(e))
         app.metrics.upstream_requests.labels(d.provider.name, d.name, "stream_error").inc()
-        ex.status = 502
+        ex.outcome = "stream_error"  # the 200 already went out: the error event ends the stream
         await send(
             {
                 "type": "http.response.body",
@@ -110,9 +111,9 @@ def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:
     elapsed = time.perf_counter() - cs.started
     call.upstream_wait_s += cs.tally.upstream_wait_s
     dm = deployment_metrics(app.metrics, d)
-    if ex.status == 200:
+    if ex.outcome is None:
         dm.ok.inc()
-    elif ex.status == 499:
+    elif ex.outcome == "cancelled":
         app.metrics.upstream_requests.labels(d.provider.name, d.name, "cancelled").inc()
     dm.duration.observe(elapsed)
     app.store.observe_latency(d.fingerprint, elapsed, cs.ttft_s)

@@ -20,7 +20,7 @@ def keyed(sim, extra_keys: str = "") -> str:
         + model("small", "up", "m-small", price={"input": 1000.0, "output": 1000.0})
         + model("other", "up", "m-other")
         + '[fallbacks.chat]\nchain = ["small"]\n'
-        + f'[keys.team-a]\nkey = "env:TEAM_A_KEY"\nallow = ["chat", "small"]\n'
+        + '[keys.team-a]\nkey = "env:TEAM_A_KEY"\nallow = ["chat", "small"]\n'
         + f'[keys.team-b]\nkey_sha256 = "{hashlib.sha256(TEAM_B.encode()).hexdigest()}"\n'
         + extra_keys
     )

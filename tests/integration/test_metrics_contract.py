@@ -270,11 +270,6 @@ def test_histograms_have_llm_sized_buckets(run: Run) -> None:
     assert max(bounds("router_overhead_seconds")) <= 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="web/app.App._finish labels router_requests_total with ex.status, which web/stream.py "
-    "sets to 502 when the stream broke after its 200 went out; §4 says stream_error",
-)
 def test_a_stream_broken_after_its_first_byte_counts_as_stream_error(run: Run, sim2: SimServer) -> None:
     gw = run.gw
     sim2.script("up2-b", [{"cut_after": 2, "text": "one two three four"}])
@@ -292,10 +287,6 @@ def test_a_stream_broken_after_its_first_byte_counts_as_stream_error(run: Run, s
     assert gw.metric("router_requests_total", route="b", status="stream_error") == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a client that leaves mid-stream is counted as status 499 (web/stream.py); §4's word is cancelled",
-)
 def test_a_client_leaving_mid_stream_counts_as_cancelled(run: Run, sim2: SimServer) -> None:
     gw = run.gw
     sim2.script("up2-b", [{"chunk_delay_s": 0.1, "chunks": 20, "text": "x" * 40}])

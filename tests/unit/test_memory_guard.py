@@ -7,20 +7,28 @@ import asyncio
 import gc
 import logging
 import tracemalloc
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 import structlog
 
 from asgi_router.upstream.base import UpstreamReply, UpstreamRequest
 from asgi_router.upstream.pool import UpstreamPool
 from asgi_router.web.app import App, Settings
 
-# The log lines are not what is measured here; keep them out of the way (and fast).
-structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+
+@pytest.fixture(autouse=True)
+def _quiet_logs() -> Iterator[None]:
+    """The log lines are not what is measured here: keep them out of the way, then restore."""
+    saved = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
+    yield
+    structlog.configure(**saved)
+
 
 PLAIN = orjson.dumps(
     {

@@ -24,7 +24,7 @@ from asgi_router.graph import Deployment, Fallback, Node, Race
 from asgi_router.metrics import Metrics, deployment_metrics
 from asgi_router.routing import plan
 from asgi_router.routing.outcome import Attempt, Call, Failed, Loser, Result, all_failed, reason_label
-from asgi_router.routing.stream import CommittedStream, StreamTally, read_events
+from asgi_router.routing.stream import Batch, CommittedStream, StreamTally, read_events
 from asgi_router.state.store import StateStore
 from asgi_router.types import Clock, Dialect
 from asgi_router.upstream.pool import ProviderClient
@@ -313,12 +313,12 @@ class Executor:
                     )
                 rest = read_events(s.chunks(), SSEDecoder(), PROBES[d.provider.api], tally)
                 stack.push_async_callback(rest.aclose)
-                pending = []
-                async for ev, probe in rest:
-                    pending.append((ev, probe))
-                    if probe.content or tally.finish or probe.done:
+                pending: Batch = []
+                async for batch in rest:
+                    pending += batch
+                    if tally.content_chunks or tally.finish or tally.done:
                         break
-                if not tally.finish and not any(p.content for _, p in pending):
+                if not tally.finish and not tally.content_chunks:
                     raise UpstreamError("stream_error", "upstream stream ended before any content")
         except (UpstreamError, TimeoutError) as e:
             await stack.aclose()

@@ -72,10 +72,14 @@ def _error_text(err: object) -> str:
     return "unknown error"
 
 
+Batch = list[tuple[SSEEvent, Probe]]
+
+
 async def read_events(
     chunks: AsyncIterator[bytes], decoder: SSEDecoder, probe: ProbeFn, tally: StreamTally
-) -> AsyncGenerator[tuple[SSEEvent, Probe], None]:
-    """Decode and probe ``chunks`` until the end marker or the end of the body."""
+) -> AsyncGenerator[Batch, None]:
+    """Decode and probe ``chunks`` until the end marker or the end of the body, one batch per
+    upstream read (events that arrived together go to the client in one write)."""
     clock = time.perf_counter
     while True:
         t = clock()
@@ -83,18 +87,33 @@ async def read_events(
             chunk = await anext(chunks)
         except StopAsyncIteration:
             tally.upstream_wait_s += clock() - t
-            for ev in decoder.flush():
-                p = _probe(probe, ev)
-                tally.note(p)
-                yield ev, p
+            batch = _decode(decoder.flush(), probe, tally)
+            if batch:
+                yield batch
             return
         tally.upstream_wait_s += clock() - t
-        for ev in decoder.feed(chunk):
-            p = _probe(probe, ev)
-            tally.note(p)
-            yield ev, p
-            if p.done:
+        batch = _decode(decoder.feed(chunk), probe, tally)
+        if batch:
+            yield batch
+            if tally.done:
                 return
+
+
+def _decode(events: list[SSEEvent], probe: ProbeFn, tally: StreamTally) -> Batch:
+    """Probe each event; a bad one raises, after the good ones before it were delivered."""
+    batch: Batch = []
+    for ev in events:
+        try:
+            p = _probe(probe, ev)
+        except UpstreamError as e:
+            if batch:
+                e.delivered = batch  # type: ignore[attr-defined]
+            raise
+        tally.note(p)
+        batch.append((ev, p))
+        if p.done:
+            break
+    return batch
 
 
 def _probe(probe: ProbeFn, ev: SSEEvent) -> Probe:
@@ -108,24 +127,28 @@ def _probe(probe: ProbeFn, ev: SSEEvent) -> Probe:
 class CommittedStream:
     deployment: Deployment
     translation: Translation
-    pending: list[tuple[SSEEvent, Probe]]
-    rest: AsyncGenerator[tuple[SSEEvent, Probe], None]
+    pending: Batch
+    rest: AsyncGenerator[Batch, None]
     tally: StreamTally
     stack: AsyncExitStack
     ttft_s: float
     started: float  # perf_counter at the attempt's start
     closed: bool = field(default=False)
 
-    async def events(self) -> AsyncIterator[tuple[SSEEvent, Probe]]:
-        """Every event from the commit point on. Raises UpstreamError on a broken stream."""
-        for item in self.pending:
-            yield item
+    async def batches(self) -> AsyncIterator[Batch]:
+        """Every event from the commit point on, in batches as they arrived. Raises
+        UpstreamError on a broken stream (its ``delivered`` events, if any, come first)."""
+        if self.pending:
+            yield self.pending
         self.pending = []
         if not self.tally.done:
             try:
-                async for item in self.rest:
-                    yield item
+                async for batch in self.rest:
+                    yield batch
             except UpstreamError as e:
+                delivered = getattr(e, "delivered", None)
+                if delivered:
+                    yield delivered
                 if e.kind == "timeout" and self.tally.finish:
                     return  # finished, then silent instead of closing: end it for the client
                 raise

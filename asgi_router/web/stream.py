@@ -79,16 +79,12 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: Ro
     (ttft_child or app.metrics.ttft.labels(ex.route, d.name)).observe(ex.ttft_s)
     translator = cs.translation.stream()
     try:
-        async for ev, probe in cs.events():
-            out = translator.feed(ev, probe)
+        feed = translator.feed
+        async for batch in cs.batches():
+            out = feed(*batch[0]) if len(batch) == 1 else [b for ev, p in batch for b in feed(ev, p)]
             if out:
-                await send(
-                    {
-                        "type": "http.response.body",
-                        "body": out[0] if len(out) == 1 else b"".join(out),
-                        "more_body": True,
-                    }
-                )
+                body = out[0] if len(out) == 1 else b"".join(out)
+                await send({"type": "http.response.body", "body": body, "more_body": True})
     except UpstreamError as e:
         log.warning("stream_broken", request_id=ex.request_id, model=d.name, error=str(e))
         app.metrics.upstream_requests.labels(d.provider.name, d.name, "stream_error").inc()

@@ -83,7 +83,9 @@ def _raw_stream(gw, name="chat"):
     ],
 )
 def test_failure_after_first_byte_ends_with_an_error_event(gateway, sim, sim2, fault, why):
-    sim.script("m-first", steps=[{"chunks": 5, **fault}])
+    # chunk_delay_s: the first content reaches the client before the fault arrives (events that
+    # arrive together with the fault, before any byte went out, may still switch members)
+    sim.script("m-first", steps=[{"chunks": 5, "chunk_delay_s": 0.05, **fault}])
     gw = gateway(chain(sim, sim2, stream_idle_timeout_s=0.4))
     status, headers, body = _raw_stream(gw)
     assert status == 200 and headers["x-router-model"] == "first"
@@ -92,7 +94,7 @@ def test_failure_after_first_byte_ends_with_an_error_event(gateway, sim, sim2, f
     assert "data: [DONE]" not in body.decode()
     assert len(sim2.log()) == 0  # no switching after the first byte
     with pytest.raises(openai.APIError):  # the SDK raises on it
-        sim.script("m-first", steps=[{"chunks": 5, **fault}])
+        sim.script("m-first", steps=[{"chunks": 5, "chunk_delay_s": 0.05, **fault}])
         for _ in gw.openai().chat.completions.create(model="chat", messages=MSG, stream=True):
             pass
 

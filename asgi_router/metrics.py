@@ -102,7 +102,7 @@ class Metrics:
             "1 while a deployment is cooling down",
             ["provider", "model"],
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.inflight = Gauge(
             "router_inflight_requests",
@@ -123,7 +123,7 @@ class Metrics:
             "router_config_generation",
             "Generation of the serving config",
             registry=r,
-            multiprocess_mode="max",
+            multiprocess_mode="livemax",
         )
         self.state_errors = Counter(
             "router_state_errors", "State backend errors", ["backend", "op"], registry=r
@@ -188,11 +188,14 @@ class Metrics:
                     for outcome in RACE_OUTCOMES:
                         child(self.race_outcomes, name, leaf.name, outcome)
                     child(self.race_wasted, name, leaf.name)
-        for metric, labels in self._bound - want:
-            try:
-                metric.remove(*labels)
-            except KeyError:
-                pass
+        # label sets no longer in the config go (not possible in multiprocess mode, where
+        # prometheus_client keeps every series it has written until the workers restart)
+        if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            for metric, labels in self._bound - want:
+                try:
+                    metric.remove(*labels)
+                except KeyError:
+                    pass
         self._bound = want
         self.routes = routes
         self.deployments = deployments

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ import structlog
 from asgi_router.errors import MethodNotAllowed, NotFound, RouterError, ServiceUnavailable
 from asgi_router.metrics import Metrics
 from asgi_router.reload import GraphHolder
+from asgi_router.routing.execute import refresh_cooldown_gauges
 from asgi_router.spendlog import SpendLog
 from asgi_router.state.memory import MemoryStore
 from asgi_router.state.store import StateStore
@@ -28,6 +30,7 @@ from asgi_router.web.exchange import ClientGone, Exchange
 from asgi_router.web.render import render_error
 
 log = structlog.get_logger("asgi_router.web")
+GAUGE_REFRESH_S = 1.0
 Handler = Callable[["App", Exchange], Awaitable[None]]
 
 ROUTES: dict[str, tuple[Dialect, dict[str, Handler]]] = {
@@ -138,9 +141,18 @@ class App:
         graph = self.holder.current.graph
         self.spend_log = SpendLog(graph.state.spend_log)
         self._tasks.append(asyncio.create_task(self.spend_log.run()))
+        self._tasks.append(asyncio.create_task(self._refresh_gauges()))
         watch = graph.server.watch if self.settings.watch is None else self.settings.watch
         if watch:
             self._tasks.append(asyncio.create_task(self.holder.watch()))
+
+    async def _refresh_gauges(self) -> None:
+        """router_cooldown_active follows the store once a second in every worker (a cooldown's
+        end is not an event; with --workers N each worker's own view is what it exports)."""
+        while True:
+            await asyncio.sleep(GAUGE_REFRESH_S)
+            rt = self.holder.current
+            refresh_cooldown_gauges(self.metrics, rt.graph.deployments, self.store, time.monotonic())
 
     async def shutdown(self) -> None:
         self.holder.draining = True

@@ -141,6 +141,7 @@ def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) ->
     )
     procs: list[Any] = []
     stopping = False
+    restart_at: dict[int, float] = {}  # slot → when to start a dead worker again
 
     def start() -> Any:
         p = ctx.Process(target=_worker, args=args, daemon=False)
@@ -155,6 +156,9 @@ def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) ->
         nonlocal stopping
         if sig in (signal.SIGTERM, signal.SIGINT):
             stopping = True
+        elif sig == signal.SIGHUP:  # the file may be fixed now: retry dead workers at once
+            for i in restart_at:
+                restart_at[i] = 0.0
         for p in procs:
             if p.is_alive() and p.pid:
                 os.kill(p.pid, sig)
@@ -164,7 +168,6 @@ def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) ->
     procs.extend(start() for _ in range(workers))
     started = [time.monotonic()] * workers
     quick_deaths = [0] * workers
-    restart_at: dict[int, float] = {}
     log.info("supervisor_started", workers=workers, listen=cfg.bind, pids=[p.pid for p in procs])
     try:
         while not stopping or any(p.is_alive() for p in procs):

@@ -66,9 +66,14 @@ PRESETS: Final[Mapping[str, Preset]] = MappingProxyType(
                         "verbosity",
                     }
                 ),
-                # seed is random_seed in Mistral's schema ✅; max_completion_tokens → 422 ⚠️.
+                # seed is random_seed in Mistral's schema ✅; max_completion_tokens → 422 ⚠️;
+                # embeddings: dimensions is output_dimension ✅ §4.1 (dimensions → 422 ❓).
                 rename_params=MappingProxyType(
-                    {"seed": "random_seed", "max_completion_tokens": "max_tokens"}
+                    {
+                        "seed": "random_seed",
+                        "max_completion_tokens": "max_tokens",
+                        "dimensions": "output_dimension",
+                    }
                 ),
                 stream_usage="always",  # usage on the final chunk ⚠️; stream_options → 422 ⚠️
                 developer_role=False,  # developer → system, as Portkey does ⚠️

@@ -80,6 +80,7 @@ class Answer:
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_write_tokens: int = 0
 
     @property
     def text(self) -> str:
@@ -117,6 +118,7 @@ def plan(step: Step, body: dict[str, Any], model: str, seq: int, created: int, *
         prompt_tokens=prompt,
         completion_tokens=count if usage.completion_tokens is None else usage.completion_tokens,
         cached_tokens=min(usage.cached_tokens, prompt),
+        cache_write_tokens=min(usage.cache_write_tokens, prompt - min(usage.cached_tokens, prompt)),
     )
 
 
@@ -281,8 +283,8 @@ def mistral_error(message: str, type_: str, code: str | None = None) -> dict[str
 
 def anthropic_usage(a: Answer, output_tokens: int) -> dict[str, Any]:
     return {
-        "input_tokens": a.prompt_tokens - a.cached_tokens,
-        "cache_creation_input_tokens": 0,
+        "input_tokens": a.prompt_tokens - a.cached_tokens - a.cache_write_tokens,
+        "cache_creation_input_tokens": a.cache_write_tokens,
         "cache_read_input_tokens": a.cached_tokens,
         "output_tokens": output_tokens,
     }

@@ -148,7 +148,7 @@ async def embeddings(ex: Exchange) -> str:
             400, input_error("'input' must be a string, or an array of strings or of token ids.")
         )
         return "error_status"
-    dims = body.get("dimensions")
+    dims = body.get("dimensions", body.get("output_dimension"))  # OpenAI's name, Mistral's
     dimensions = (
         dims if isinstance(dims, int) and not isinstance(dims, bool) and dims > 0 else step.dimensions
     )

@@ -20,16 +20,19 @@ Answer shape
                               mapped for Anthropic (length→max_tokens, …), unknown values verbatim.
     ``response_model`` (str)  the ``model`` field answered (default: the model the request named).
     ``usage``                 ``{prompt_tokens (10), completion_tokens (number of content chunks,
-                              tool argument pieces included), cached_tokens (0)}``. OpenAI-style:
-                              ``prompt_tokens`` includes ``cached_tokens``; Anthropic gets
-                              ``input_tokens = prompt_tokens - cached_tokens`` and
-                              ``cache_read_input_tokens = cached_tokens``.
+                              tool argument pieces included), cached_tokens (0),
+                              cache_write_tokens (0)}``. OpenAI-style: ``prompt_tokens`` includes
+                              both cache counts; Anthropic gets ``input_tokens = prompt_tokens -
+                              cached_tokens - cache_write_tokens``, ``cache_read_input_tokens =
+                              cached_tokens`` and ``cache_creation_input_tokens =
+                              cache_write_tokens`` (OpenAI has no field for cache writes).
     ``usage_mode``            ``"auto"`` (OpenAI streams: a ``choices: []`` usage chunk only when
                               ``stream_options.include_usage``, earlier chunks carry ``usage: null``;
                               Anthropic: always), ``"final_chunk"`` (Mistral style: usage on the
                               finish chunk, whatever was asked), ``"none"`` (never any usage, in
                               either dialect, streamed or not).
-    ``dimensions`` (int, 8)   embedding length when the request does not ask for ``dimensions``.
+    ``dimensions`` (int, 8)   embedding length when the request does not ask for ``dimensions``
+                              (nor, Mistral's name, ``output_dimension``).
 
 Timing
     ``delay_s``               wait before the response headers (any endpoint).
@@ -131,6 +134,7 @@ class Usage:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
     cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -252,7 +256,7 @@ def _tool_call(value: object) -> ToolCall | None:
 def _usage(value: object) -> Usage:
     if not isinstance(value, dict):
         raise StepError(f"usage: expected an object, got {value!r}")
-    unknown = set(value) - {"prompt_tokens", "completion_tokens", "cached_tokens"}
+    unknown = set(value) - {"prompt_tokens", "completion_tokens", "cached_tokens", "cache_write_tokens"}
     if unknown:
         raise StepError(f"usage: unknown fields {sorted(unknown)}")
     prompt = value.get("prompt_tokens")
@@ -261,6 +265,7 @@ def _usage(value: object) -> Usage:
         prompt_tokens=None if prompt is None else _int("usage.prompt_tokens", prompt),
         completion_tokens=None if completion is None else _int("usage.completion_tokens", completion),
         cached_tokens=_int("usage.cached_tokens", value.get("cached_tokens", 0)),
+        cache_write_tokens=_int("usage.cache_write_tokens", value.get("cache_write_tokens", 0)),
     )
 
 

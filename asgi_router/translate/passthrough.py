@@ -35,6 +35,7 @@ from asgi_router.translate.common import (
     dropped,
     index_of,
     merge_params,
+    openai_usage,
     short_hash,
 )
 from asgi_router.wire.openai import STREAM_DONE
@@ -226,16 +227,25 @@ def complete_response(body: Any) -> Any:
 
 
 class PassthroughStream:
-    __slots__ = ("_closed", "_fixer", "_hide_usage_chunk")
+    """Relays chunks as they came. A client that asked for ``include_usage`` gets OpenAI's
+    ``choices: []`` usage chunk before ``[DONE]`` even from a provider that puts usage on a
+    chunk with choices instead (Mistral and Gemini on the finish chunk, Groq's ``x_groq``):
+    clients look for that chunk (OpenAI's spec promises it), so it is made from the last usage
+    seen when the upstream sent none of its own."""
+
+    __slots__ = ("_closed", "_fixer", "_hide_usage_chunk", "_usage_owed")
 
     def __init__(self, hide_usage_chunk: bool, fixer: ChunkFixer | None = None) -> None:
         self._hide_usage_chunk = hide_usage_chunk
         self._fixer = fixer
         self._closed = False
+        self._usage_owed: Probe | None = None
 
     def feed(self, ev: SSEEvent, probe: Probe) -> list[bytes]:
         if probe.done or (probe.usage_only and self._hide_usage_chunk):
             return []
+        if probe.usage is not None and not self._hide_usage_chunk:
+            self._usage_owed = None if probe.usage_only else probe
         if self._fixer is not None and probe.obj is not None:
             fixed = self._fixer.fix(probe.obj)
             if fixed is not probe.obj:
@@ -246,7 +256,26 @@ class PassthroughStream:
         if self._closed:
             return []
         self._closed = True
-        return [STREAM_DONE]
+        owed = self._usage_owed
+        if owed is None:
+            return [STREAM_DONE]
+        return [usage_chunk(owed), STREAM_DONE]
+
+
+def usage_chunk(probe: Probe) -> bytes:
+    """OpenAI's ``choices: []`` usage chunk, from a chunk that carried usage with its choices."""
+    obj = as_dict(probe.obj)
+    usage = obj.get("usage")
+    assert probe.usage is not None
+    chunk = {
+        "id": obj.get("id", ""),
+        "object": "chat.completion.chunk",
+        "created": obj.get("created", 0),
+        "model": obj.get("model", ""),
+        "choices": [],
+        "usage": usage if isinstance(usage, dict) else openai_usage(probe.usage),
+    }
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
 class OpenAIPassthrough:

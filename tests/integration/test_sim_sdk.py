@@ -66,6 +66,7 @@ def test_chat_completion(sim: SimServer, oai: openai.OpenAI) -> None:
     assert out.choices[0].message.refusal is None
     assert out.choices[0].finish_reason == "stop"
     assert out.usage is not None and (out.usage.prompt_tokens, out.usage.completion_tokens) == (12, 3)
+    assert sim.wait_idle()  # the record's outcome is set just after the body went out
     [record] = sim.log("gpt-x")
     assert record["outcome"] == "ok" and record["status"] == 200 and record["path"] == "/v1/chat/completions"
     assert record["headers"]["authorization"] == "Bearer sk-test"
@@ -161,6 +162,7 @@ def test_rate_limit_with_retry_after(sim: SimServer, oai: openai.OpenAI) -> None
     assert "Please try again in 7s." in err.value.message
     # the script is used up: the next request succeeds
     assert oai.chat.completions.create(model="gpt-x", messages=MESSAGES).choices
+    assert sim.wait_idle()
     assert [r["outcome"] for r in sim.log("gpt-x")] == ["error_status", "ok"]
 
 

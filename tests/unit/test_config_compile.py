@@ -143,7 +143,11 @@ def test_preset_fills_api_base_url_and_quirks() -> None:
     assert (p.api, p.base_url, p.preset) == ("openai", "https://api.mistral.ai/v1", "mistral")
     q = p.quirks
     assert {"user", "logprobs", "stream_options", "store", "logit_bias"} <= q.drop_params
-    assert dict(q.rename_params) == {"seed": "random_seed", "max_completion_tokens": "max_tokens"}
+    assert dict(q.rename_params) == {
+        "seed": "random_seed",
+        "max_completion_tokens": "max_tokens",
+        "dimensions": "output_dimension",  # embeddings
+    }
     assert q.stream_usage == "always" and q.developer_role is False and q.tool_call_ids == "alnum9"
     assert q.fix_message_order is True
     assert [s.ref for s in p.api_keys] == ["env:MISTRAL_API_KEY"]

@@ -47,6 +47,21 @@ class ReloadResult:
     changed: bool = True
 
 
+def _warn_restart_needed(old: Graph, new: Graph) -> None:
+    """What a reload cannot change in a running process: say so instead of ignoring it."""
+    changed = [
+        name
+        for name, a, b in (
+            ("server.listen", (old.server.host, old.server.port), (new.server.host, new.server.port)),
+            ("state.backend", old.state.backend, new.state.backend),
+            ("state.spend_log", old.state.spend_log, new.state.spend_log),
+        )
+        if a != b
+    ]
+    if changed:
+        log.warning("restart_needed", changed=changed, note="these settings apply at the next start")
+
+
 def _secret_values(graph: Graph) -> list[str]:
     values = [s.reveal() for p in graph.providers.values() for s in p.api_keys]
     if graph.server.admin_key is not None:
@@ -92,6 +107,10 @@ class GraphHolder:
         return rt
 
     @property
+    def loaded(self) -> bool:
+        return self._current is not None
+
+    @property
     def ready(self) -> bool:
         return self._current is not None and not self.draining
 
@@ -116,6 +135,8 @@ class GraphHolder:
             except Exception as e:  # a compiler bug must not kill the watcher or the SIGHUP task
                 log.exception("config_compile_crashed", reason=reason)
                 return self._failed(reason, [f"{self.path}: cannot compile: {type(e).__name__}: {e}"], stamp)
+            if self._current is not None:
+                _warn_restart_needed(self._current.graph, graph)
             logs.remember_secrets(_secret_values(graph))
             clients = self._pool.build(graph)
             self._pool.commit(clients)

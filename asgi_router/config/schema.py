@@ -319,12 +319,17 @@ def _scalar_error(field: Field, value: Any) -> str | None:
         return None if isinstance(value, bool) else f"must be true or false, got {_type_name(value)}"
     if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
         return f"must be an integer, got {_type_name(value)}"
+    if isinstance(value, int) and abs(value) > MAX_INT:
+        return f"is too large (at most {MAX_INT:,})"
     if kind == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"must be a number, got {_type_name(value)}"
         if not math.isfinite(value):
             return "must be a finite number"
     return _range_error(field, value)
+
+
+MAX_INT = 2**53  # beyond this an integer is no longer exact in JSON, metrics or arithmetic
 
 
 def _range_error(field: Field, value: float) -> str | None:

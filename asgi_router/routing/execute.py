@@ -81,6 +81,8 @@ class Executor:
                 raise f.client_error from None
             if f.candidate is not None and f.candidate.status != 429:
                 raise f.candidate from None
+            if f.refusal is not None and all(a.status == "refused" for a in call.attempts):
+                raise f.refusal from None  # no member could take the request: say why
             raise all_failed(call.route, call.attempts) from None
 
     async def _call_node(self, node: Node, call: Call) -> Result:
@@ -107,6 +109,7 @@ class Executor:
             rng=self._rng,
         )
         candidate: RouterError | None = None
+        refusal: RouterError | None = None
         for i, member in enumerate(members):
             try:
                 return await run(member, call)
@@ -114,6 +117,7 @@ class Executor:
                 if f.client_error is not None:
                     raise
                 candidate = f.candidate or candidate
+                refusal = f.refusal or refusal
                 moves_on = (
                     f.skipped
                     or not isinstance(member, Deployment)
@@ -126,7 +130,7 @@ class Executor:
                     raise
                 if not f.skipped and i + 1 < len(members):
                     self._metrics.fallbacks.labels(chain.name, reason_label(f.reason, "")).inc()
-        raise Failed(candidate=candidate)
+        raise Failed(candidate=candidate, refusal=refusal)
 
     # races -------------------------------------------------------------------------------------
     async def _race_members(self, race: Race, call: Call, run: Runner[T]) -> T:
@@ -177,7 +181,8 @@ class Executor:
             cand = next(
                 (f.client_error or f.candidate for f in failures if f.client_error or f.candidate), None
             )
-            raise Failed(candidate=cand)
+            refusal = next((f.refusal for f in failures if f.refusal), None)
+            raise Failed(candidate=cand, refusal=refusal)
         dep: Deployment = winner.deployment
         self._metrics.race_outcomes.labels(race.name, dep.name, "won").inc()
         return winner  # type: ignore[no-any-return]
@@ -343,8 +348,8 @@ class Executor:
         try:
             return call.build(d)
         except RouterError as e:  # this upstream cannot take the request (e.g. n > 1)
-            call.attempts.append(Attempt(d.name, d.provider.name, str(e.status), e.status))
-            raise Failed(candidate=e, reason=e.status) from None
+            call.attempts.append(Attempt(d.name, d.provider.name, "refused"))
+            raise Failed(refusal=e, skipped=True) from None
 
     # bookkeeping -------------------------------------------------------------------------------
     def _succeeded(self, d: Deployment, call: Call, elapsed: float, ttft: float | None) -> None:

@@ -14,7 +14,7 @@ from asgi_router.types import Dialect
 from asgi_router.upstream.base import UpstreamReply
 from asgi_router.wire.usage import Usage
 
-SKIPPED = ("cooldown", "circuit_open", "rpm_limited")
+SKIPPED = ("cooldown", "circuit_open", "rpm_limited", "refused")  # no upstream request was made
 
 
 @dataclass(slots=True)
@@ -84,12 +84,14 @@ class Failed(Exception):
         candidate: RouterError | None = None,
         reason: Any = None,
         skipped: bool = False,
+        refusal: RouterError | None = None,
     ) -> None:
         super().__init__("member failed")
         self.client_error = client_error
         self.candidate = candidate
         self.reason = reason
         self.skipped = skipped
+        self.refusal = refusal  # a member that cannot take this request at all (e.g. its dialect)
 
 
 def reason_label(reason: RetryReason | None, status: str) -> str:
@@ -107,6 +109,7 @@ def all_failed(route: str, attempts: list[Attempt]) -> AllFailed:
     """429 when every attempt was rate limited (or skipped while cooling), with the shortest
     remaining cooldown; 504 when every attempt timed out; else 502."""
     summaries = [AttemptSummary(a.deployment, a.status) for a in attempts]
+    attempts = [a for a in attempts if a.status != "refused"]
     if attempts and all(a.status in ("429", "cooldown", "rpm_limited") for a in attempts):
         waits = [a.retry_after_s for a in attempts if a.retry_after_s is not None]
         wait = min(waits) if waits else 1.0

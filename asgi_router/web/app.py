@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from structlog.contextvars import bind_contextvars
 
 from asgi_router.errors import MethodNotAllowed, NotFound, RouterError, ServiceUnavailable
 from asgi_router.metrics import Metrics
@@ -80,13 +81,14 @@ class App:
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         route = ROUTES.get(scope["path"])
         ex = Exchange(scope, receive, send, route[0] if route else "openai")
+        bind_contextvars(request_id=ex.request_id)  # this request's task only: every log line carries it
         try:
             if route is None:
                 raise NotFound(f"no route {scope['path']!r}; see the README for the endpoints")
             handler = route[1].get(scope["method"])
             if handler is None:
                 raise MethodNotAllowed(f"{scope['method']} is not allowed on {scope['path']}")
-            if not self.holder.ready and handler not in (admin.healthz, admin.readyz, admin.metrics):
+            if not self.holder.loaded and handler not in (admin.healthz, admin.readyz, admin.metrics):
                 raise ServiceUnavailable("the gateway is not ready (loading or draining)")
             await handler(self, ex)
         except RouterError as e:
@@ -107,7 +109,7 @@ class App:
 
     def _finish(self, ex: Exchange) -> None:
         if ex.route != "-":
-            rm = self.metrics.route(ex.route)
+            rm = ex.route_metrics or self.metrics.route(ex.route)
             if ex.status == 200 and ex.outcome is None:
                 rm.ok.inc()
             else:

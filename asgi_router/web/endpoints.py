@@ -118,7 +118,7 @@ def _resolve(app: App, rt: Runtime, ex: Exchange, body: dict[str, Any], key: Cli
 
 
 async def _routed(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call) -> None:
-    rm = app.metrics.route(ex.route)
+    rm = ex.route_metrics = app.metrics.route(ex.route)
     rm.inflight.inc()
     try:
         if call.stream:

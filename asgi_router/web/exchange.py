@@ -35,6 +35,7 @@ class Exchange:
         "receive",
         "request_id",
         "route",
+        "route_metrics",
         "scope",
         "send",
         "started",
@@ -56,6 +57,7 @@ class Exchange:
         self.request_id = rid.decode() if rid and _REQUEST_ID.match(rid) else os.urandom(12).hex()
         self.dialect: Dialect = dialect
         self.route = "-"
+        self.route_metrics: Any = None  # the route's metric children, kept across a reload
         self.status = 0
         self.outcome: str | None = None  # the metric status when not the HTTP one: stream_error, cancelled
         self.stream = False

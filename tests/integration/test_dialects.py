@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from typing import Any
+from typing import Any, cast
 
 import anthropic
 import httpx
@@ -40,7 +40,7 @@ def settled(sim: Any, model: str) -> list[dict[str, Any]]:
     return sim.log(model)
 
 
-EVENT = pydantic.TypeAdapter(RawMessageStreamEvent)
+EVENT: pydantic.TypeAdapter[Any] = pydantic.TypeAdapter(RawMessageStreamEvent)
 ANTHROPIC_ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -755,7 +755,7 @@ def test_wrong_media_type_and_method_get_anthropic_shaped_errors(gw):
 def test_unknown_model_raises_not_found_in_the_anthropic_sdk(gw):
     with pytest.raises(anthropic.NotFoundError) as e:
         gw.anthropic().messages.create(model="nope", max_tokens=5, messages=MSG)
-    assert e.value.body["error"]["type"] == "invalid_request_error"
+    assert cast(Any, e.value.body)["error"]["type"] == "invalid_request_error"
 
 
 def test_body_over_limit_is_413_in_anthropic_shape(gw):
@@ -769,8 +769,8 @@ def test_upstream_400_comes_back_in_anthropic_shape(gw, sim, route):
     with pytest.raises(anthropic.BadRequestError) as e:
         gw.anthropic().messages.create(model=route, max_tokens=5, messages=MSG)
     ErrorResponse.model_validate(e.value.body)
-    assert e.value.body["error"]["type"] == "invalid_request_error"
-    assert "temperature: out of range" in e.value.body["error"]["message"]
+    assert cast(Any, e.value.body)["error"]["type"] == "invalid_request_error"
+    assert "temperature: out of range" in cast(Any, e.value.body)["error"]["message"]
 
 
 def test_anthropic_upstream_400_comes_back_in_openai_shape(gw, sim):
@@ -812,7 +812,7 @@ def test_keys_by_x_api_key_and_bearer_with_the_anthropic_sdk(keyed_gw, sim):
     assert by_header.messages.create(model="a", max_tokens=5, messages=MSG).content
     bearer = anthropic.Anthropic(base_url=keyed_gw.url, api_key=None, auth_token=TEAM, max_retries=0)
     keyed_gw.clients.append(bearer)
-    with bearer.messages.stream(model="o", max_tokens=5, messages=MSG) as s:
+    with bearer.messages.stream(model="o", max_tokens=5, messages=MSG) as s:  # type: ignore[arg-type]
         assert s.get_final_message().content
     heads = [r["headers"] for r in sim.log("m-1")]
     assert heads[0]["x-api-key"] == UP_KEY  # the provider's key, not the client's
@@ -1123,9 +1123,9 @@ def test_anthropic_upstream_broken_after_content_ends_with_an_error_event(gatewa
         assert "[DONE]" not in [d for _, d in events] and "error" in json.loads(events[-1][1])
     else:
         resp, text = raw_stream(gw, "/v1/messages", {"model": "a", "max_tokens": 9, "messages": MSG})
-        events = check_anthropic_stream(text)
-        assert events[-1]["type"] == "error" and "message_stop" not in [e["type"] for e in events]
-        ErrorResponse.model_validate(events[-1])
+        events2 = check_anthropic_stream(text)
+        assert events2[-1]["type"] == "error" and "message_stop" not in [e["type"] for e in events2]
+        ErrorResponse.model_validate(events2[-1])
     assert resp.status_code == 200 and resp.headers["x-router-model"] == "a"
     assert gw.metric("router_upstream_requests_total", provider="an", model="a", status="stream_error") == 1
 

@@ -74,7 +74,7 @@ def test_load_defaults_env_to_os_environ(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert load(path).providers["p"].api_keys[0].reveal() == FAKE
 
 
-def _graph(tmp_path: Path):  # type: ignore[no-untyped-def]
+def _graph(tmp_path: Path):
     (tmp_path / "admin.key").write_text(FAKE_FILE)
     path = tmp_path / "router.toml"
     path.write_text(

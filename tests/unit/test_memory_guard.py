@@ -74,7 +74,9 @@ STREAM = (
 
 
 class _Stream:
-    status, content_type, retry_after_s = 200, "text/event-stream", None
+    status: int = 200
+    content_type: str = "text/event-stream"
+    retry_after_s: float | None = None
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for c in STREAM:

@@ -70,7 +70,7 @@ def test_listed_keeps_order():
 def test_weighted_first_pick_follows_weights_and_rest_follow():
     chain = Fallback("ch", (A, B, C), order="weighted", weights=(6.0, 3.0, 1.0))
     rng = random.Random(42)
-    firsts = Counter()
+    firsts: Counter[str] = Counter()
     for _ in range(10_000):
         got = plan.order(chain, input_tokens=1, output_tokens=1, latency=lambda d: None, rng=rng)
         assert sorted(m.name for m in got) == ["a", "b", "c"]  # every member stays as a fallback

@@ -342,7 +342,7 @@ class Executor:
         tally.upstream_wait_s = 0.0
         self._store.record_success(d.fingerprint)
         call.attempts.append(Attempt(d.name, d.provider.name, "200", None, None, ttft))
-        return CommittedStream(d, translation, pending, rest, tally, stack, ttft, t0)
+        return CommittedStream(d, translation, pending, rest, s, tally, stack, ttft, t0)
 
     def _translate(self, d: Deployment, call: Call) -> Any:
         try:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from asgi_router.errors import UpstreamError
 from asgi_router.graph import Deployment
 from asgi_router.translate.base import Translation
+from asgi_router.upstream.base import UpstreamStream
 from asgi_router.wire.probe import MalformedEvent, Probe
 from asgi_router.wire.sse import SSEDecoder, SSEEvent
 from asgi_router.wire.usage import Usage
@@ -129,6 +130,7 @@ class CommittedStream:
     translation: Translation
     pending: Batch
     rest: AsyncGenerator[Batch, None]
+    upstream: UpstreamStream
     tally: StreamTally
     stack: AsyncExitStack
     ttft_s: float
@@ -154,6 +156,7 @@ class CommittedStream:
                 raise
         if not self.tally.finish:
             raise UpstreamError("stream_error", "upstream stream ended without a finish reason")
+        self.upstream.complete = self.tally.done
 
     async def aclose(self) -> None:
         if not self.closed:

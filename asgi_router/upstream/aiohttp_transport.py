@@ -18,6 +18,7 @@ from asgi_router.errors import UpstreamError, UpstreamKind
 from asgi_router.upstream.base import UpstreamReply, UpstreamRequest, parse_retry_after
 
 READ_CHUNK = 65536
+DRAIN_TIMEOUT_S = 0.25
 
 
 @contextmanager
@@ -37,7 +38,7 @@ def _mapped(phase: str) -> Iterator[None]:
 
 
 class _Stream:
-    __slots__ = ("_idle", "_resp", "content_type", "retry_after_s", "status")
+    __slots__ = ("_idle", "_resp", "complete", "content_type", "retry_after_s", "status")
 
     def __init__(self, resp: aiohttp.ClientResponse, idle: float | None) -> None:
         self._resp = resp
@@ -45,6 +46,7 @@ class _Stream:
         self.status = resp.status
         self.content_type = resp.headers.get("content-type", "")
         self.retry_after_s = parse_retry_after(resp.headers, time.time()) if resp.status >= 400 else None
+        self.complete = False  # set by the reader once the stream's end marker was seen
 
     async def chunks(self) -> AsyncIterator[bytes]:
         content = self._resp.content
@@ -63,6 +65,24 @@ class _Stream:
     async def read(self) -> bytes:
         with _mapped("stream"):
             return await self._resp.read()
+
+
+async def _finish(resp: aiohttp.ClientResponse, complete: bool) -> None:
+    """Return the connection to the pool when the stream ended normally: the body's last bytes
+    (the chunked terminator) may still be in flight after the end marker, so read them, briefly.
+    Anything else (a race loser, a client that left, an error) closes the connection rather
+    than pool it with unread data."""
+    if complete and not resp.content.at_eof():
+        try:
+            async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                while await resp.content.readany():
+                    pass
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            pass
+    if resp.content.at_eof():
+        resp.release()
+    else:
+        resp.close()
 
 
 class AiohttpTransport:
@@ -108,15 +128,11 @@ class AiohttpTransport:
                 headers=req.headers,
                 timeout=self._timeout(req.timeout_s, req.connect_timeout_s),
             )
+        s = _Stream(resp, req.idle_timeout_s)
         try:
-            yield _Stream(resp, req.idle_timeout_s)
+            yield s
         finally:
-            # Not fully read (a race loser, a client that left, an error): close the
-            # connection rather than return it to the pool with unread data.
-            if resp.content.at_eof():
-                resp.release()
-            else:
-                resp.close()
+            await _finish(resp, s.complete)
 
     async def aclose(self) -> None:
         await self._session.close()

@@ -37,6 +37,8 @@ class UpstreamStream(Protocol):
     status: int
     content_type: str
     retry_after_s: float | None
+    complete: bool
+    """Set by the reader when the stream's end marker was seen: the connection may be reused."""
 
     def chunks(self) -> AsyncIterator[bytes]:
         """The body as it arrives. Raises UpstreamError(stream_error | timeout)."""

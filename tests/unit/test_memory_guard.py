@@ -77,6 +77,7 @@ class _Stream:
     status: int = 200
     content_type: str = "text/event-stream"
     retry_after_s: float | None = None
+    complete: bool = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for c in STREAM:

@@ -35,16 +35,6 @@ class StreamTally:
     content_chunks: int = 0
     upstream_wait_s: float = 0.0
 
-    def note(self, probe: Probe) -> None:
-        if probe.usage is not None:
-            self.usage = merge_usage(self.usage, probe.usage)
-        if probe.finish:
-            self.finish = probe.finish
-        if probe.content:
-            self.content_chunks += 1
-        if probe.done:
-            self.done = True
-
 
 def merge_usage(old: Usage | None, new: Usage) -> Usage:
     """Streams report usage cumulatively and sometimes in parts (Anthropic's message_start has
@@ -57,12 +47,6 @@ def merge_usage(old: Usage | None, new: Usage) -> Usage:
         max(old.cached_input, new.cached_input),
         max(old.cache_write, new.cache_write),
     )
-
-
-def check_probe(probe: Probe) -> Probe:
-    if probe.error is not None:
-        raise UpstreamError("stream_error", f"upstream sent an error event: {_error_text(probe.error)}")
-    return probe
 
 
 def _error_text(err: object) -> str:
@@ -101,27 +85,31 @@ async def read_events(
 
 
 def _decode(events: list[SSEEvent], probe: ProbeFn, tally: StreamTally) -> Batch:
-    """Probe each event; a bad one raises, after the good ones before it were delivered."""
+    """Probe each event; a bad one raises, after the good ones before it were delivered.
+    (The per-event path of every stream: kept to one loop without helper calls.)"""
     batch: Batch = []
     for ev in events:
         try:
-            p = _probe(probe, ev)
-        except UpstreamError as e:
-            if batch:
-                e.delivered = batch  # type: ignore[attr-defined]
-            raise
-        tally.note(p)
+            p = probe(ev)
+        except MalformedEvent as e:
+            err = UpstreamError("stream_error", str(e))
+            err.delivered = batch  # type: ignore[attr-defined]
+            raise err from e
+        if p.error is not None:
+            err = UpstreamError("stream_error", f"upstream sent an error event: {_error_text(p.error)}")
+            err.delivered = batch  # type: ignore[attr-defined]
+            raise err
+        if p.usage is not None:
+            tally.usage = merge_usage(tally.usage, p.usage)
+        if p.content:
+            tally.content_chunks += 1
+        if p.finish:
+            tally.finish = p.finish
         batch.append((ev, p))
         if p.done:
+            tally.done = True
             break
     return batch
-
-
-def _probe(probe: ProbeFn, ev: SSEEvent) -> Probe:
-    try:
-        return check_probe(probe(ev))
-    except MalformedEvent as e:
-        raise UpstreamError("stream_error", str(e)) from e
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 
 import aiohttp
 
@@ -85,6 +85,35 @@ async def _finish(resp: aiohttp.ClientResponse, complete: bool) -> None:
         resp.close()
 
 
+class _StreamContext:
+    """``async with transport.stream(req) as s``: a plain class, not a generator-based context
+    manager, since it runs once per streamed attempt."""
+
+    __slots__ = ("_req", "_resp", "_session", "_stream", "_timeout")
+
+    def __init__(
+        self, session: aiohttp.ClientSession, req: UpstreamRequest, timeout: aiohttp.ClientTimeout
+    ) -> None:
+        self._session = session
+        self._req = req
+        self._timeout = timeout
+        self._stream: _Stream | None = None
+
+    async def __aenter__(self) -> _Stream:
+        req = self._req
+        with _mapped("connect"):
+            resp = await self._session.post(
+                req.url, data=req.body, headers=req.headers, timeout=self._timeout
+            )
+        self._stream = _Stream(resp, req.idle_timeout_s)
+        return self._stream
+
+    async def __aexit__(self, *exc: object) -> None:
+        s = self._stream
+        if s is not None:
+            await _finish(s._resp, s.complete)
+
+
 class AiohttpTransport:
     def __init__(self, max_connections: int) -> None:
         self._connector = aiohttp.TCPConnector(
@@ -119,20 +148,8 @@ class AiohttpTransport:
                 retry = parse_retry_after(resp.headers, time.time()) if resp.status >= 400 else None
                 return UpstreamReply(resp.status, body, resp.headers.get("content-type", ""), retry)
 
-    @asynccontextmanager
-    async def stream(self, req: UpstreamRequest) -> AsyncIterator[_Stream]:
-        with _mapped("connect"):
-            resp = await self._session.post(
-                req.url,
-                data=req.body,
-                headers=req.headers,
-                timeout=self._timeout(req.timeout_s, req.connect_timeout_s),
-            )
-        s = _Stream(resp, req.idle_timeout_s)
-        try:
-            yield s
-        finally:
-            await _finish(resp, s.complete)
+    def stream(self, req: UpstreamRequest) -> _StreamContext:
+        return _StreamContext(self._session, req, self._timeout(req.timeout_s, req.connect_timeout_s))
 
     async def aclose(self) -> None:
         await self._session.close()

@@ -112,6 +112,11 @@ def _rewrite_messages(
             counts["ids"] += changed
         out.append(m)
         prev_role = role
+    if order and prev_role == "assistant" and isinstance(out[-1], dict) and "prefix" not in out[-1]:
+        # Mistral: "Expected last role User or Tool (or Assistant with prefix True)": a final
+        # assistant turn is a prefill, which Mistral takes only when marked as one
+        out[-1] = {**out[-1], "prefix": True}
+        debug("param_added", provider=provider, param="messages[-1].prefix", value=True)
     if counts["developer"]:
         debug("param_renamed", provider=provider, param="messages[].role=developer", to="system")
     if counts["name"]:

@@ -9,7 +9,7 @@ A ``<case>.json`` fixture holds some of:
 - ``upstream_response`` → ``response``: the upstream's JSON answer and the client's;
 - ``upstream_error`` → ``error``: ``{status, body}`` (body JSON or text) and the client's body;
 - ``rejected_by``: a recorded provider error body for the field the quirk removes, with
-  ``check`` (``absent``: a path; ``each_matches``: [path, regex]; ``no_role_pair``: [a, b]).
+  ``check`` (``absent``: a path; ``each_matches``: [path, regex]; ``no_role_pair``: [a, b]; ``equals``: [path, value]).
 
 A ``<case>.sse`` transcript has ``### <section>`` lines splitting: ``doc``, ``deployment``,
 ``request`` (JSON), ``upstream_request`` (JSON, optional), ``upstream`` (SSE text in),
@@ -157,6 +157,9 @@ def check_rejection(body: dict[str, Any], spec: dict[str, Any]) -> None:
         found = values_at(body, where)
         assert found, f"nothing at {where}"
         assert all(isinstance(v, str) and re.fullmatch(pattern, v) for v in found), found
+    if "equals" in check:
+        where, value = check["equals"]
+        assert values_at(body, where) == [value], f"{where}: {values_at(body, where)} != [{value!r}]"
     if "no_role_pair" in check:
         roles = [m.get("role") for m in body["messages"]]
         assert list(check["no_role_pair"]) not in [list(p) for p in zip(roles, roles[1:], strict=False)]

@@ -11,30 +11,33 @@ from pathlib import Path
 
 from asgi_router import __version__, logs
 from asgi_router.errors import ConfigErrors
+from asgi_router.graph import Graph
 
 DEFAULT_CONFIG = "router.toml"
 
 
-def _load(path: Path) -> object:
+def _load(path: Path, failure: str) -> Graph | None:
+    """The compiled graph, or None after printing every error under ``failure``."""
     from asgi_router import config
 
-    return config.load(path)
+    try:
+        return config.load(path)
+    except ConfigErrors as e:
+        print(f"{path}: {failure} ({len(e.errors)} error(s))", file=sys.stderr)
+        for err in e.errors:
+            print(f"  {err}", file=sys.stderr)
+    except OSError as e:
+        print(f"{path}: {e.strerror or e}", file=sys.stderr)
+    return None
 
 
 def cmd_check(args: argparse.Namespace) -> int:
     from asgi_router.config.describe import describe
 
-    try:
-        graph = _load(Path(args.config))
-    except ConfigErrors as e:
-        print(f"{args.config}: {len(e.errors)} error(s)", file=sys.stderr)
-        for err in e.errors:
-            print(f"  {err}", file=sys.stderr)
+    graph = _load(Path(args.config), "the config has errors")
+    if graph is None:
         return 1
-    except OSError as e:
-        print(f"{args.config}: {e.strerror or e}", file=sys.stderr)
-        return 1
-    print(describe(graph))  # type: ignore[arg-type]
+    print(describe(graph))
     return 0
 
 
@@ -42,19 +45,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from asgi_router.serve import serve
 
     path = Path(args.config)
-    try:
-        graph = _load(path)
-    except ConfigErrors as e:
-        print(f"{path}: the config has errors; nothing started", file=sys.stderr)
-        for err in e.errors:
-            print(f"  {err}", file=sys.stderr)
-        return 1
-    except OSError as e:
-        print(f"{path}: {e.strerror or e}", file=sys.stderr)
+    graph = _load(path, "the config has errors; nothing started")
+    if graph is None:
         return 1
     os.environ["ASGI_ROUTER_LOG_LEVEL"] = args.log_level
     os.environ["ASGI_ROUTER_LOG_FORMAT"] = args.log_format
-    return serve(path, graph, workers=args.workers, drain_s=args.drain_seconds)  # type: ignore[arg-type]
+    return serve(path, graph, workers=args.workers, drain_s=args.drain_seconds)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

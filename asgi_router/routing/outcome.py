@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -118,8 +117,3 @@ def all_failed(route: str, attempts: list[Attempt]) -> AllFailed:
     if real and all(a.status == "timeout" for a in real):
         return AllFailed(route, summaries, status=504, retry_after_s=None)
     return AllFailed(route, summaries, status=502, retry_after_s=None)
-
-
-def retry_after_header(seconds: float) -> str:
-    """Whole seconds, rounded up, at least 1 (what OpenAI's spec and the SDKs expect)."""
-    return str(max(1, math.ceil(seconds)))

@@ -102,9 +102,6 @@ class Exchange:
             raise BadRequest("request body must be a JSON object")
         return raw, body
 
-    def base_headers(self) -> Headers:
-        return [(b"x-request-id", self.request_id.encode())]
-
     async def respond(self, status: int, headers: Headers, body: bytes) -> None:
         self.status = status
         headers.append((b"x-request-id", self.request_id.encode()))

@@ -84,10 +84,6 @@ def stream_error_event(message: str, status: int, dialect: Dialect) -> bytes:
     return wire_openai.stream_error_event(message, OPENAI_TYPES.get(status, "server_error"), "stream_error")
 
 
-def json_bytes(obj: object) -> bytes:
-    return orjson.dumps(obj)
-
-
 def client_error_body(err: UpstreamClientError, dialect: Dialect) -> bytes:
     """An upstream 4xx goes back as it is when it already has the client dialect's error shape;
     otherwise (another dialect, Mistral's flat or FastAPI bodies, Gemini's lists) its message is

@@ -38,31 +38,47 @@ def scrub_value(value: str) -> str:
 
 
 def scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
-    """Mask secret-named fields and bearer tokens / sk- keys in string values, also inside
-    nested mappings and lists (a headers dict, a list of attempts)."""
+    """Mask secret-named fields, the config's own secret values and bearer tokens / sk- keys in
+    string values, also inside nested mappings and lists (a headers dict, a list of attempts).
+    Runs for every log line, so the common case (short or clean strings, numbers) is one
+    regex search per string at most."""
     for k, v in event.items():
-        event[k] = _scrubbed(k, v)
+        if type(v) is str:
+            if len(v) >= 8 and _suspect[0].search(v):
+                event[k] = _scrub_str(v)
+            if k.lower() in SECRET_KEYS:
+                event[k] = "[redacted]"
+        elif v is not None and type(v) not in (int, float, bool):
+            event[k] = _scrubbed(k, v)
     return event
 
 
 _known: list[re.Pattern[str] | None] = [None]  # the serving config's secret values, as one regex
+_SUSPECT_BASE = r"(?i:bearer\s)|sk-"
+_suspect: list[re.Pattern[str]] = [re.compile(_SUSPECT_BASE)]  # anything worth a closer look
 
 
 def remember_secrets(values: Iterable[str]) -> None:
     """The secret values of the serving config (api keys, admin key): masked wherever they
     appear in a log line, whatever their shape (gsk_…, AIza…, not only sk-…)."""
     vals = sorted({v for v in values if len(v) >= 8}, key=len, reverse=True)
-    _known[0] = re.compile("|".join(map(re.escape, vals))) if vals else None
+    alternatives = "|".join(map(re.escape, vals))
+    _known[0] = re.compile(alternatives) if vals else None
+    _suspect[0] = re.compile(f"{_SUSPECT_BASE}|{alternatives}" if vals else _SUSPECT_BASE)
+
+
+def _scrub_str(value: str) -> str:
+    known = _known[0]
+    if known is not None:
+        value = known.sub("[redacted]", value)
+    return scrub_value(value) if "earer" in value or "sk-" in value else value
 
 
 def _scrubbed(key: Any, value: Any, depth: int = 0) -> Any:
     if isinstance(key, str) and key.lower() in SECRET_KEYS and value is not None:
         return "[redacted]"
     if isinstance(value, str):
-        known = _known[0]
-        if known is not None:
-            value = known.sub("[redacted]", value)
-        return scrub_value(value) if "earer" in value or "sk-" in value else value
+        return _scrub_str(value)
     if depth < 4 and isinstance(value, Mapping):
         return {k: _scrubbed(k, v, depth + 1) for k, v in value.items()}
     if depth < 4 and isinstance(value, list | tuple):

@@ -17,31 +17,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from asgi_router.metrics import Metrics
 from asgi_router.sim import SimServer
+from tests.contract import METRICS
 from tests.helpers import Gateway, model, provider, start_gateway
 
-# name → (type, label names), CONTRACT §4 verbatim
-CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
-    name: (kind, frozenset(labels.split()))
-    for name, kind, labels in [
-        ("router_requests_total", "counter", "route status"),
-        ("router_request_duration_seconds", "histogram", "route"),
-        ("router_time_to_first_token_seconds", "histogram", "route model"),
-        ("router_upstream_requests_total", "counter", "provider model status"),
-        ("router_upstream_duration_seconds", "histogram", "provider model"),
-        ("router_rate_limited_total", "counter", "provider model"),
-        ("router_tokens_total", "counter", "provider model key kind"),
-        ("router_spend_usd_total", "counter", "provider model key"),
-        ("router_fallbacks_total", "counter", "route reason"),
-        ("router_race_outcomes_total", "counter", "race model outcome"),
-        ("router_race_wasted_usd_total", "counter", "race model"),
-        ("router_cooldown_active", "gauge", "provider model"),
-        ("router_inflight_requests", "gauge", "route"),
-        ("router_overhead_seconds", "histogram", "route"),
-        ("router_config_reloads_total", "counter", "result"),
-        ("router_config_generation", "gauge", ""),
-        ("router_state_errors_total", "counter", "backend op"),
-    ]
-}
+CONTRACT = METRICS  # CONTRACT §4 (tests/contract.py)
 KEYS = {"alpha": "alpha-key-0123456789", "beta": "beta-key-0123456789"}
 PRICES = {
     "a": {"input": 1.0, "output": 2.0, "cached_input": 0.5},

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.contract import METRICS
+
 ROOT = Path(__file__).resolve().parents[2]
 GRAFANA = ROOT / "grafana"
 DASHBOARD = GRAFANA / "dashboards" / "asgi-router.json"
@@ -31,29 +33,7 @@ DS_PROVISIONING = GRAFANA / "provisioning" / "datasources" / "prometheus.yml"
 DASH_PROVISIONING = GRAFANA / "provisioning" / "dashboards" / "asgi-router.yml"
 YAML_FILES = [ALERTS, PROMETHEUS, DS_PROVISIONING, DASH_PROVISIONING]
 
-# CONTRACT §4, verbatim: name → (type, labels)
-CONTRACT: dict[str, tuple[str, frozenset[str]]] = {
-    name: (kind, frozenset(labels.split()))
-    for name, kind, labels in [
-        ("router_requests_total", "counter", "route status"),
-        ("router_request_duration_seconds", "histogram", "route"),
-        ("router_time_to_first_token_seconds", "histogram", "route model"),
-        ("router_upstream_requests_total", "counter", "provider model status"),
-        ("router_upstream_duration_seconds", "histogram", "provider model"),
-        ("router_rate_limited_total", "counter", "provider model"),
-        ("router_tokens_total", "counter", "provider model key kind"),
-        ("router_spend_usd_total", "counter", "provider model key"),
-        ("router_fallbacks_total", "counter", "route reason"),
-        ("router_race_outcomes_total", "counter", "race model outcome"),
-        ("router_race_wasted_usd_total", "counter", "race model"),
-        ("router_cooldown_active", "gauge", "provider model"),
-        ("router_inflight_requests", "gauge", "route"),
-        ("router_overhead_seconds", "histogram", "route"),
-        ("router_config_reloads_total", "counter", "result"),
-        ("router_config_generation", "gauge", ""),
-        ("router_state_errors_total", "counter", "backend op"),
-    ]
-}
+CONTRACT = METRICS  # CONTRACT §4 (tests/contract.py)
 # labels Prometheus attaches to every scraped series (the target's)
 TARGET_LABELS = frozenset({"job", "instance"})
 SCRAPE_JOB = "asgi-router"

@@ -258,7 +258,11 @@ class Executor:
     ) -> Result:
         translation = self._translate(d, call)
         req = client.request(
-            call.paths[d.provider.api], orjson.dumps(translation.upstream_body), key_index, stream=False
+            call.paths[d.provider.api],
+            orjson.dumps(translation.upstream_body),
+            key_index,
+            stream=False,
+            passed=call.passed_headers.get(d.provider.api),
         )
         t0 = time.perf_counter()
         try:
@@ -294,7 +298,11 @@ class Executor:
     ) -> CommittedStream:
         translation = self._translate(d, call)
         req = client.request(
-            call.paths[d.provider.api], orjson.dumps(translation.upstream_body), key_index, stream=True
+            call.paths[d.provider.api],
+            orjson.dumps(translation.upstream_body),
+            key_index,
+            stream=True,
+            passed=call.passed_headers.get(d.provider.api),
         )
         stack = AsyncExitStack()
         tally = StreamTally()

@@ -49,6 +49,8 @@ class Call:
     key: ClientKey | None = None
     est_input_tokens: int = 0
     est_output_tokens: int = 256
+    passed_headers: Mapping[Dialect, Mapping[str, str]] = field(default_factory=dict)
+    """Client headers forwarded to upstreams of one dialect (anthropic-beta to Anthropic)."""
     attempts: list[Attempt] = field(default_factory=list)
     losers: list[Loser] = field(default_factory=list)
     upstream_wait_s: float = 0.0

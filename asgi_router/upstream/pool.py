@@ -30,12 +30,17 @@ class ProviderClient:
     key_headers: tuple[Mapping[str, str], ...]  # one complete header set per api key (or one, keyless)
     base_url: str
 
-    def request(self, path: str, body: bytes, key_index: int, *, stream: bool) -> UpstreamRequest:
+    def request(
+        self, path: str, body: bytes, key_index: int, *, stream: bool, passed: Mapping[str, str] | None = None
+    ) -> UpstreamRequest:
+        """``passed``: client headers that go through to an upstream of the client's dialect
+        (``anthropic-beta``); the precomputed header set is copied only then."""
         p = self.provider
+        headers = self.key_headers[key_index]
         return UpstreamRequest(
             url=self.base_url + path,
             body=body,
-            headers=self.key_headers[key_index],
+            headers={**headers, **passed} if passed else headers,
             timeout_s=p.timeout_s,
             connect_timeout_s=p.connect_timeout_s,
             idle_timeout_s=p.stream_idle_timeout_s if stream else None,

@@ -75,8 +75,18 @@ async def chat(app: App, ex: Exchange) -> None:
         key=key,
         est_input_tokens=len(raw) // 4,
         est_output_tokens=max_out if isinstance(max_out, int) and max_out > 0 else 256,
+        passed_headers=_passed_headers(ex),
     )
     await _routed(app, rt, ex, node, call)
+
+
+def _passed_headers(ex: Exchange) -> dict[Dialect, dict[str, str]]:
+    """An Anthropic client's beta flags go to Anthropic upstreams (other dialects have no use
+    for them); nothing else of the client's headers goes upstream, its key least of all."""
+    beta = ex.headers.get(b"anthropic-beta")
+    if beta is None or ex.dialect != "anthropic":
+        return {}
+    return {"anthropic": {"anthropic-beta": beta.decode("latin-1")}}
 
 
 async def embeddings(app: App, ex: Exchange) -> None:

@@ -128,11 +128,14 @@ class AiohttpTransport:
         self._timeouts: dict[tuple[float, float], aiohttp.ClientTimeout] = {}
 
     def _timeout(self, total: float, connect: float) -> aiohttp.ClientTimeout:
-        """ClientTimeout objects are immutable: one per distinct setting, not one per request."""
+        """ClientTimeout objects are immutable: one per distinct setting, not one per request.
+        ``connect_timeout_s`` bounds the TCP connect only (``sock_connect``): waiting for one of
+        the provider's ``max_concurrency`` connections is our own queue, not the provider
+        failing, so only the attempt's whole ``timeout_s`` bounds it."""
         key = (total, connect)
         t = self._timeouts.get(key)
         if t is None:
-            t = self._timeouts[key] = aiohttp.ClientTimeout(total=total, connect=connect)
+            t = self._timeouts[key] = aiohttp.ClientTimeout(total=total, sock_connect=connect)
         return t
 
     async def send(self, req: UpstreamRequest) -> UpstreamReply:

@@ -131,7 +131,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"asgi-router {__version__}")
     p.add_argument("--log-level", default=os.environ.get("ASGI_ROUTER_LOG_LEVEL", "info"))
     p.add_argument(
-        "--log-format", choices=("json", "console"), default=os.environ.get("ASGI_ROUTER_LOG_FORMAT", "json")
+        "--log-format",
+        choices=("json", "console"),
+        default=os.environ.get("ASGI_ROUTER_LOG_FORMAT"),
+        help="json (the default) or console (the default for demo)",
     )
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -179,6 +182,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if args.log_format is None:
+        args.log_format = "console" if args.command == "demo" else "json"
     logs.configure(args.log_level, args.log_format)
     try:
         return int(args.func(args))

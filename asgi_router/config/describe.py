@@ -41,7 +41,10 @@ def describe(graph: Graph) -> str:
         f"max_body_bytes {s.max_body_bytes}  watch {'on' if s.watch else 'off'}"
     )
     spend = str(graph.state.spend_log) if graph.state.spend_log else "off"
-    lines.append(f"state    backend {mask_url(graph.state.backend)}  spend_log {spend}")
+    backend = mask_url(graph.state.backend)
+    if graph.state.backend != "memory":
+        backend += " (not available in this version: memory, per worker, is used)"
+    lines.append(f"state    backend {backend}  spend_log {spend}")
     lines.append("providers")
     for provider in graph.providers.values():
         lines.extend("  " + line for line in _provider_lines(provider))

@@ -142,6 +142,14 @@ class App:
         if not result.ok:
             raise StartupError("config rejected:\n" + "\n".join(result.errors))
         graph = self.holder.current.graph
+        if graph.state.backend != "memory":
+            # say it loudly rather than pretend: state is per process until the shared backend lands
+            log.warning(
+                "state_backend_unavailable",
+                configured=graph.state.backend.split("://", 1)[0] + "://…",
+                using="memory",
+                note="cooldowns, limits and budgets are kept per worker process",
+            )
         self.spend_log = SpendLog(graph.state.spend_log)
         self._tasks.append(asyncio.create_task(self.spend_log.run()))
         self._tasks.append(asyncio.create_task(self._refresh_gauges()))

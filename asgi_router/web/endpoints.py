@@ -59,7 +59,7 @@ async def chat(app: App, ex: Exchange) -> None:
     key = authenticate(graph, ex.headers)
     ex.key = key.name if key else "anonymous"
     raw, body = await ex.read_json(graph.server.max_body_bytes)
-    node = _resolve(app, rt, ex, body, key)
+    node = _resolve(rt, ex, body, key)
     if not isinstance(body.get("messages"), list) or not body["messages"]:
         raise BadRequest("'messages' must be a non-empty array", param="messages")
     stream = body.get("stream")
@@ -95,7 +95,7 @@ async def embeddings(app: App, ex: Exchange) -> None:
     key = authenticate(graph, ex.headers)
     ex.key = key.name if key else "anonymous"
     raw, body = await ex.read_json(graph.server.max_body_bytes)
-    node = _resolve(app, rt, ex, body, key)
+    node = _resolve(rt, ex, body, key)
     if "input" not in body:
         raise BadRequest("'input' is required", param="input")
     call = Call(
@@ -110,7 +110,7 @@ async def embeddings(app: App, ex: Exchange) -> None:
     await _routed(app, rt, ex, node, call)
 
 
-def _resolve(app: App, rt: Runtime, ex: Exchange, body: dict[str, Any], key: ClientKey | None) -> Node:
+def _resolve(rt: Runtime, ex: Exchange, body: dict[str, Any], key: ClientKey | None) -> Node:
     model = body.get("model")
     if not isinstance(model, str) or not model:
         raise BadRequest("'model' is required and must be a string", param="model")
@@ -122,12 +122,12 @@ def _resolve(app: App, rt: Runtime, ex: Exchange, body: dict[str, Any], key: Cli
         )
     ex.route = model
     check_allowed(key, model)
-    if key is not None:
-        limits.admit(key, app.store, time.monotonic(), time.time())
     return node
 
 
 async def _routed(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call) -> None:
+    if call.key is not None:  # after the request was found valid: a bad one costs no rpm
+        limits.admit(call.key, app.store, time.monotonic(), time.time())
     rm = ex.route_metrics = app.metrics.route(ex.route)
     rm.inflight.inc()
     try:

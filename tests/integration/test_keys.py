@@ -108,3 +108,17 @@ def test_no_keys_table_refuses_a_public_listen_address(tmp_path, sim):
     with pytest.raises(ConfigErrors) as e:
         config.loads(text, path=tmp_path / "router.toml", env={})
     assert "loopback" in str(e.value)
+
+
+def test_a_rejected_request_costs_no_rpm(gateway, sim):
+    gw = gateway(
+        keyed(sim, '[keys.one]\nkey = "env:ONE"\nrpm = 1\n'),
+        env={"TEAM_A_KEY": TEAM_A, "ONE": "sk-one-000000000000"},
+    )
+    auth = {"authorization": "Bearer sk-one-000000000000"}
+    bad = gw.post("/v1/chat/completions", json={"model": "other", "messages": []}, headers=auth)
+    assert bad.status_code == 400
+    ok = gw.post("/v1/chat/completions", json={"model": "other", "messages": MSG}, headers=auth)
+    assert ok.status_code == 200  # the invalid request did not use the key's one request a minute
+    again = gw.post("/v1/chat/completions", json={"model": "other", "messages": MSG}, headers=auth)
+    assert again.status_code == 429

@@ -39,7 +39,12 @@ Runner = Callable[[Node, Call], Awaitable[T]]
 DEFAULT_BACKOFF_S = 1.0  # first 429 without Retry-After; doubles per 429 in a row
 MAX_BACKOFF_S = 60.0
 MAX_COOLDOWN_S = 300.0  # cap on an upstream's Retry-After
-QUOTA_COOLDOWN_S = 600.0  # a 429 that says the quota is exhausted is not a passing limit
+QUOTA_COOLDOWN_S = 600.0
+OVERLOADED = "#overloaded"  # the store member of a deployment's capacity cooldown (529)
+OVERLOAD_MARKERS = (
+    "overloaded_error",
+    "overloaded",
+)  # a 429 that says the quota is exhausted is not a passing limit
 PROBES = {"openai": wire_openai.probe_event, "anthropic": wire_anthropic.probe_event}
 RESPONSE_USAGE = {"openai": wire_openai.response_usage, "anthropic": wire_anthropic.response_usage}
 
@@ -226,6 +231,9 @@ class Executor:
         wait = store.cooldown_remaining(fp, now)
         if wait > 0:
             self._skip(call, d, "cooldown", wait)
+        wait = store.cooldown_remaining(fp + OVERLOADED, now)
+        if wait > 0:
+            self._skip(call, d, "overloaded", wait)
         key_index = 0
         n = len(d.provider.api_keys)
         if n > 1:
@@ -348,7 +356,7 @@ class Executor:
         ttft = time.perf_counter() - t0
         call.upstream_wait_s += tally.upstream_wait_s + (ttft - tally.upstream_wait_s)
         tally.upstream_wait_s = 0.0
-        self._store.record_success(d.fingerprint)
+        self._record_success(d)
         call.attempts.append(Attempt(d.name, d.provider.name, "200", None, None, ttft))
         return CommittedStream(d, translation, pending, rest, s, tally, stack, ttft, t0)
 
@@ -360,8 +368,12 @@ class Executor:
             raise Failed(refusal=e, skipped=True) from None
 
     # bookkeeping -------------------------------------------------------------------------------
-    def _succeeded(self, d: Deployment, call: Call, elapsed: float, ttft: float | None) -> None:
+    def _record_success(self, d: Deployment) -> None:
         self._store.record_success(d.fingerprint)
+        self._store.record_success(d.fingerprint + OVERLOADED)  # its backoff starts again at 1 s
+
+    def _succeeded(self, d: Deployment, call: Call, elapsed: float, ttft: float | None) -> None:
+        self._record_success(d)
         self._store.observe_latency(d.fingerprint, elapsed, ttft)
         dm = deployment_metrics(self._metrics, d)
         dm.ok.inc()
@@ -390,6 +402,8 @@ class Executor:
             if e.status == 429:
                 dm.rate_limited.inc()
                 retry_after = self._cool(d, key_index, e, now)
+            elif e.status == 529 or (e.status >= 500 and _mentions(e.body, OVERLOAD_MARKERS)):
+                retry_after = self._cool_overloaded(d, e, now)
             elif 400 <= e.status < 500:
                 candidate = UpstreamClientError(
                     e.status, _without_secrets(e.body, d), d.provider.api, e.content_type
@@ -404,6 +418,19 @@ class Executor:
         if race is not None:
             self._metrics.race_outcomes.labels(race, d.name, "failed").inc()
         return Failed(candidate=candidate, reason=reason)
+
+    def _cool_overloaded(self, d: Deployment, e: UpstreamError, now: float) -> float:
+        """A provider out of capacity (529, overloaded_error) is not our quota: the deployment
+        sits out briefly (Retry-After when given, else a backoff doubling from 1 s) so the next
+        requests go straight to the chain's other members; it also counts toward the circuit."""
+        member = d.fingerprint + OVERLOADED
+        if e.retry_after_s is not None:
+            seconds = min(e.retry_after_s, MAX_COOLDOWN_S)
+        else:
+            seconds = min(DEFAULT_BACKOFF_S * 2 ** self._store.backoff(member), MAX_BACKOFF_S)
+        self._store.cool(member, seconds, now)
+        deployment_metrics(self._metrics, d).cooldown.set(1)
+        return seconds
 
     def _cool(self, d: Deployment, key_index: int, e: UpstreamError, now: float) -> float:
         store, fp = self._store, d.fingerprint
@@ -463,7 +490,11 @@ def refresh_cooldown_gauges(
     for d in deployments:
         dm = metrics.deployments.get(d.name)
         if dm is not None:
-            dm.cooldown.set(1 if store.cooldown_remaining(d.fingerprint, now) > 0 else 0)
+            fp = d.fingerprint
+            cooling = (
+                store.cooldown_remaining(fp, now) > 0 or store.cooldown_remaining(fp + OVERLOADED, now) > 0
+            )
+            dm.cooldown.set(1 if cooling else 0)
 
 
 __all__ = ["Dialect", "Executor", "refresh_cooldown_gauges", "settle_losers"]

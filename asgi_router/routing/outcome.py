@@ -13,7 +13,7 @@ from asgi_router.types import Dialect
 from asgi_router.upstream.base import UpstreamReply
 from asgi_router.wire.usage import Usage
 
-SKIPPED = ("cooldown", "circuit_open", "rpm_limited", "refused")  # no upstream request was made
+SKIPPED = ("cooldown", "overloaded", "circuit_open", "rpm_limited", "refused")  # no upstream request was made
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from asgi_router.config.describe import redacted
 from asgi_router.errors import Forbidden, Unauthorized
-from asgi_router.routing.execute import refresh_cooldown_gauges
+from asgi_router.routing.execute import OVERLOADED, refresh_cooldown_gauges
 from asgi_router.web.auth import presented_key
 from asgi_router.web.exchange import Exchange
 
@@ -60,6 +60,7 @@ async def state(app: App, ex: Exchange) -> None:
         by_name[d.name] = {
             "provider": d.provider.name,
             "cooldown_s": round(app.store.cooldown_remaining(fp, now), 3),
+            "overloaded_s": round(app.store.cooldown_remaining(fp + OVERLOADED, now), 3),
             "keys_cooling": {
                 str(i): round(app.store.cooldown_remaining(f"{fp}#k{i}", now), 3)
                 for i in range(len(d.provider.api_keys))

@@ -216,3 +216,16 @@ def test_fastest_order_prefers_the_measured_faster_member(gateway, sim, sim2):
     seen = {ask(gw).headers["x-router-model"] for _ in range(3)}  # unmeasured members get measured first
     assert seen == {"first", "second"}
     assert [ask(gw).headers["x-router-model"] for _ in range(3)] == ["second"] * 3
+
+
+def test_529_overloaded_falls_back_and_the_member_sits_out(gateway, sim, sim2):
+    sim.script("m-first", steps=[{"status": 529, "error_type": "overloaded_error", "retry_after": 30}])
+    gw = gateway(two_member_chain(sim, sim2))
+    assert ask(gw).headers["x-router-model"] == "second"
+    r = ask(gw)
+    assert r.headers["x-router-model"] == "second" and r.headers["x-router-attempts"] == "1"
+    assert len(sim.log("m-first")) == 1  # sitting out: no request spent on it
+    state = gw.get("/admin/state").json()["deployments"]["first"]
+    assert 25 < state["overloaded_s"] <= 30 and state["cooldown_s"] == 0
+    assert gw.metric("router_cooldown_active", provider="a", model="first") == 1
+    assert gw.metric("router_rate_limited_total", provider="a", model="first") == 0

@@ -192,3 +192,34 @@ def test_the_clients_body_is_never_mutated():
     )
     run(ex.call(Fallback("chat", (deps["a"], deps["b"])), c))
     assert orjson.dumps(body) == snapshot
+
+
+def test_529_overloaded_cools_the_deployment_briefly_without_calling_it_rate_limited():
+    ex, clock, store, deps, tr = setup(
+        {
+            "a": [(529, None, b'{"type":"error","error":{"type":"overloaded_error"}}')] * 2,
+            "b": [200, 200, 200],
+        }
+    )
+    chain = Fallback("chat", (deps["a"], deps["b"]))
+    assert run(ex.call(chain, call())).deployment.name == "b"
+    c = call()
+    assert run(ex.call(chain, c)).deployment.name == "b"
+    assert c.attempts[0].status == "overloaded" and len(tr["a"].sent) == 1  # skipped, no request
+    assert store.cooldown_remaining("da", clock()) == 0.0  # its 429 cooldown is untouched
+    clock.t += 1.0
+    run(ex.call(chain, call()))  # the cooldown (1 s) is over: tried again, overloaded again
+    assert len(tr["a"].sent) == 2
+
+
+def test_all_failed_with_an_overloaded_member_is_502_not_429():
+    ex, clock, store, deps, _ = setup(
+        {"a": [(529, 30.0, b"")], "b": [(503, None, b'{"error": "overloaded"}')]}
+    )
+    chain = Fallback("chat", (deps["a"], deps["b"]))
+    with pytest.raises(AllFailed) as e:
+        run(ex.call(chain, call()))
+    assert e.value.status == 502
+    with pytest.raises(AllFailed) as e:  # both now sit out: still not a rate limit
+        run(ex.call(chain, call()))
+    assert e.value.status == 502 and [a.status for a in e.value.attempts] == ["overloaded", "overloaded"]

@@ -397,6 +397,8 @@ class Executor:
         candidate: RouterError | None = None
         retry_after: float | None = None
         now = self._clock()
+        if e.kind == "stream_error" and _mentions(e.body, OVERLOAD_MARKERS):
+            retry_after = self._cool_overloaded(d, e, now)  # Anthropic: overloaded_error after message_start
         if e.kind == "status" and e.status is not None:
             reason = e.status
             if e.status == 429:

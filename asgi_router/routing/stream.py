@@ -14,6 +14,8 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
+import orjson
+
 from asgi_router.errors import UpstreamError
 from asgi_router.graph import Deployment
 from asgi_router.translate.base import Translation
@@ -96,7 +98,11 @@ def _decode(events: list[SSEEvent], probe: ProbeFn, tally: StreamTally) -> Batch
             err.delivered = batch  # type: ignore[attr-defined]
             raise err from e
         if p.error is not None:
-            err = UpstreamError("stream_error", f"upstream sent an error event: {_error_text(p.error)}")
+            err = UpstreamError(
+                "stream_error",
+                f"upstream sent an error event: {_error_text(p.error)}",
+                body=orjson.dumps(p.error),
+            )
             err.delivered = batch  # type: ignore[attr-defined]
             raise err
         if p.usage is not None:

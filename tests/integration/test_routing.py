@@ -229,3 +229,17 @@ def test_529_overloaded_falls_back_and_the_member_sits_out(gateway, sim, sim2):
     assert 25 < state["overloaded_s"] <= 30 and state["cooldown_s"] == 0
     assert gw.metric("router_cooldown_active", provider="a", model="first") == 1
     assert gw.metric("router_rate_limited_total", provider="a", model="first") == 0
+
+
+def test_anthropic_overloaded_error_event_before_content_falls_back_and_cools(gateway, sim, sim2):
+    sim.script("m-claude", steps=[{"mid_stream_error": True, "error_type": "overloaded_error"}])
+    gw = gateway(
+        provider("an", sim.root_url + "/v1", api="anthropic")
+        + provider("b", sim2.base_url)
+        + model("claude", "an", "m-claude")
+        + model("second", "b", "m-second")
+        + '[fallbacks.chat]\nchain = ["claude", "second"]\n'
+    )
+    chunks = list(gw.openai().chat.completions.create(model="chat", messages=MSG, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "Hello from m-second."
+    assert gw.get("/admin/state").json()["deployments"]["claude"]["overloaded_s"] > 0

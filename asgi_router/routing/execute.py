@@ -26,12 +26,12 @@ from asgi_router.routing import plan
 from asgi_router.routing.outcome import Attempt, Call, Failed, Loser, Result, all_failed, reason_label
 from asgi_router.routing.stream import Batch, CommittedStream, StreamTally, read_events
 from asgi_router.state.store import StateStore
-from asgi_router.types import Clock, Dialect
+from asgi_router.types import Clock
 from asgi_router.upstream.pool import ProviderClient
 from asgi_router.wire import anthropic as wire_anthropic
 from asgi_router.wire import openai as wire_openai
 from asgi_router.wire.sse import SSEDecoder
-from asgi_router.wire.usage import Usage
+from asgi_router.wire.usage import Usage, cost
 
 T = TypeVar("T")
 Runner = Callable[[Node, Call], Awaitable[T]]
@@ -474,8 +474,6 @@ def _mentions(body: bytes, markers: tuple[str, ...]) -> bool:
 
 def settle_losers(call: Call, input_tokens: int, metrics: Metrics) -> float:
     """Book the estimated cost of cancelled race losers; returns the USD total."""
-    from asgi_router.wire.usage import cost
-
     total = 0.0
     for loser in call.losers:
         usd = cost(Usage(input=input_tokens, output=loser.output_tokens), loser.deployment.price)
@@ -499,4 +497,4 @@ def refresh_cooldown_gauges(
             dm.cooldown.set(1 if cooling else 0)
 
 
-__all__ = ["Dialect", "Executor", "refresh_cooldown_gauges", "settle_losers"]
+__all__ = ["Executor", "refresh_cooldown_gauges", "settle_losers"]

@@ -121,7 +121,12 @@ class Executor:
             except Failed as f:
                 if f.client_error is not None:
                     raise
-                candidate = f.candidate or candidate
+                # an upstream 4xx that retry_on moved past is not the answer if all fail (that is
+                # 429/502/504); a prompt too long for every member is worth saying, though
+                if f.candidate is not None and (
+                    f.reason == "context_length" or not isinstance(member, Deployment)
+                ):
+                    candidate = f.candidate
                 refusal = f.refusal or refusal
                 moves_on = (
                     f.skipped
@@ -134,7 +139,10 @@ class Executor:
                         raise Failed(client_error=f.candidate) from None
                     raise
                 if not f.skipped and i + 1 < len(members):
-                    self._metrics.fallbacks.labels(chain.name, reason_label(f.reason, "")).inc()
+                    last = next((a for a in reversed(call.attempts) if not a.skipped), None)
+                    reason = f.reason if f.reason is not None or last is None else last.reason
+                    label = reason_label(reason, last.status if last else "member_failed")
+                    self._metrics.fallbacks.labels(chain.name, label).inc()
         raise Failed(candidate=candidate, refusal=refusal)
 
     # races -------------------------------------------------------------------------------------
@@ -220,8 +228,10 @@ class Executor:
                     tries <= 0
                     or f.skipped
                     or not (f.reason == "connect" or (isinstance(f.reason, int) and f.reason >= 500))
+                    or self._store.cooldown_remaining(d.fingerprint + OVERLOADED, self._clock()) > 0
+                    or not self._store.circuit_allows(d.fingerprint, self._clock())
                 ):
-                    raise
+                    raise  # no retry into an overloaded deployment or through a circuit just opened
                 tries -= 1
 
     def _admit(self, d: Deployment, call: Call) -> tuple[ProviderClient, int]:
@@ -249,12 +259,15 @@ class Executor:
                 waits.append(w)
             else:
                 self._skip(call, d, "cooldown", min(waits))
-        if d.rpm is not None and (w2 := store.hit("rpm:" + fp, d.rpm, 60.0, now)) is not None:
-            self._skip(call, d, "rpm_limited", w2)
+        # checks first, then the one that takes a slot: a skipped request must not use up the rpm
         if d.tpm is not None and (w3 := store.peek("tpm:" + fp, d.tpm, 60.0, now)) is not None:
             self._skip(call, d, "rpm_limited", w3)
+        if d.rpm is not None and (w2 := store.peek("rpm:" + fp, d.rpm, 60.0, now)) is not None:
+            self._skip(call, d, "rpm_limited", w2)
         if not store.circuit_allows(fp, now):
             self._skip(call, d, "circuit_open", None)
+        if d.rpm is not None:
+            store.hit("rpm:" + fp, d.rpm, 60.0, now)
         return self._clients[d.provider.name], key_index
 
     def _skip(self, call: Call, d: Deployment, why: str, wait: float | None) -> None:
@@ -298,7 +311,7 @@ class Executor:
         except orjson.JSONDecodeError:
             err = UpstreamError("stream_error", "upstream answered invalid JSON")
             raise self._failed(d, call, key_index, err, elapsed) from None
-        self._succeeded(d, call, elapsed, None)
+        self._succeeded(d, call, elapsed, None, key_index)
         return Result(d, translation, reply, body, RESPONSE_USAGE[d.provider.api](body))
 
     async def _open_deployment(
@@ -356,7 +369,7 @@ class Executor:
         ttft = time.perf_counter() - t0
         call.upstream_wait_s += tally.upstream_wait_s + (ttft - tally.upstream_wait_s)
         tally.upstream_wait_s = 0.0
-        self._record_success(d)
+        self._record_success(d, key_index)
         call.attempts.append(Attempt(d.name, d.provider.name, "200", None, None, ttft))
         return CommittedStream(d, translation, pending, rest, s, tally, stack, ttft, t0)
 
@@ -368,12 +381,17 @@ class Executor:
             raise Failed(refusal=e, skipped=True) from None
 
     # bookkeeping -------------------------------------------------------------------------------
-    def _record_success(self, d: Deployment) -> None:
-        self._store.record_success(d.fingerprint)
-        self._store.record_success(d.fingerprint + OVERLOADED)  # its backoff starts again at 1 s
+    def _record_success(self, d: Deployment, key_index: int) -> None:
+        store, fp = self._store, d.fingerprint
+        store.record_success(fp)
+        store.record_success(fp + OVERLOADED)  # its backoff starts again at 1 s
+        if len(d.provider.api_keys) > 1:
+            store.record_success(f"{fp}#k{key_index}")
 
-    def _succeeded(self, d: Deployment, call: Call, elapsed: float, ttft: float | None) -> None:
-        self._record_success(d)
+    def _succeeded(
+        self, d: Deployment, call: Call, elapsed: float, ttft: float | None, key_index: int
+    ) -> None:
+        self._record_success(d, key_index)
         self._store.observe_latency(d.fingerprint, elapsed, ttft)
         dm = deployment_metrics(self._metrics, d)
         dm.ok.inc()
@@ -441,7 +459,9 @@ class Executor:
         elif e.retry_after_s is not None:
             seconds = min(e.retry_after_s, MAX_COOLDOWN_S)
         else:
-            seconds = min(DEFAULT_BACKOFF_S * 2 ** store.backoff(fp), MAX_BACKOFF_S)
+            n_keys = len(d.provider.api_keys)
+            streak = store.backoff(f"{fp}#k{key_index}" if n_keys > 1 else fp)  # the member that cools
+            seconds = min(DEFAULT_BACKOFF_S * 2**streak, MAX_BACKOFF_S)
         n = len(d.provider.api_keys)
         if n <= 1:
             store.cool(fp, seconds, now)

@@ -14,7 +14,9 @@ LATENCY_ALPHA = 0.2  # weight of a new sample in the moving average
 class _Circuit:
     failures: int = 0
     open_until: float = 0.0
+    open_s: float = 0.0
     probing: bool = False
+    probe_since: float = 0.0
 
 
 @dataclass(slots=True)
@@ -69,9 +71,14 @@ class MemoryStore:
         c = self._circuits.get(member)
         if c is None or c.open_until == 0.0:
             return True
-        if now < c.open_until or c.probing:
+        if now < c.open_until:
             return False
-        c.probing = True  # half-open: this caller is the one probe
+        # half-open: one probe at a time. A probe whose verdict never came (it lost a race, its
+        # client left, it got a 429 or a 4xx) expires after another open period, so the
+        # circuit can never stay half-open for good.
+        if c.probing and now < c.probe_since + max(c.open_s, 1.0):
+            return False
+        c.probing, c.probe_since = True, now
         return True
 
     def record_success(self, member: str) -> None:
@@ -82,7 +89,7 @@ class MemoryStore:
         c = self._circuits.setdefault(member, _Circuit())
         c.failures += 1
         if c.probing or (c.open_until == 0.0 and c.failures >= threshold):
-            c.open_until = now + open_s
+            c.open_until, c.open_s = now + open_s, open_s
             c.probing = False
             return True
         return False

@@ -32,6 +32,8 @@ def _mapped(phase: str) -> Iterator[None]:
         raise UpstreamError(
             "stream_error" if phase == "stream" else "connect", f"bad response: {e.message}"
         ) from e
+    except RuntimeError as e:  # "Session is closed": a transport retired by a reload
+        raise UpstreamError("connect", f"upstream client closed: {e}") from e
     except (aiohttp.ClientError, OSError) as e:
         kind: UpstreamKind = "stream_error" if phase == "stream" else "connect"
         raise UpstreamError(kind, f"upstream connection failed: {type(e).__name__}") from e

@@ -16,7 +16,7 @@ from asgi_router.upstream.base import Transport, UpstreamRequest
 
 TransportFactory = Callable[[Provider], Transport]
 
-RETIRE_GRACE_S = 5.0  # beyond the provider's own timeout, before a replaced transport closes
+RETIRE_GRACE_S = 60.0  # beyond the provider's own timeout, before a replaced transport closes
 
 
 def default_transport(provider: Provider) -> Transport:
@@ -79,7 +79,9 @@ class UpstreamPool:
         for name, provider in graph.providers.items():
             old = self._by_fp.get(provider.fingerprint)
             if old is not None:
-                clients[name] = ProviderClient(provider, old.transport, old.key_headers, old.base_url)
+                # the pooled transport stays; the headers are rebuilt, since a key's value may have
+                # changed behind the same reference (a rotated env var or key file)
+                clients[name] = ProviderClient(provider, old.transport, _headers(provider), old.base_url)
             else:
                 clients[name] = ProviderClient(
                     provider, self._factory(provider), _headers(provider), provider.base_url.rstrip("/")
@@ -103,7 +105,10 @@ class UpstreamPool:
                 self._retire(c, delay=0.0)
 
     def _retire(self, client: ProviderClient, delay: float | None = None) -> None:
-        wait = client.provider.timeout_s + RETIRE_GRACE_S if delay is None else delay
+        # a request that started on the old graph may still be walking a chain on it: give it
+        # several attempts' time (and one arriving even later fails over as a connect error)
+        p = client.provider
+        wait = p.timeout_s * (p.retries + 2) + RETIRE_GRACE_S if delay is None else delay
 
         async def later() -> None:
             await asyncio.sleep(wait)

@@ -82,6 +82,8 @@ class App:
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         route = ROUTES.get(scope["path"])
         ex = Exchange(scope, receive, send, route[0] if route else "openai")
+        if route is not None and route[1].get("POST") in (endpoints.chat, endpoints.embeddings):
+            ex.route = "unknown"  # counted even when refused before a name is resolved (401, 413…)
         bind_contextvars(request_id=ex.request_id)  # this request's task only: every log line carries it
         try:
             if route is None:

@@ -94,7 +94,12 @@ def client_error_body(err: UpstreamClientError, dialect: Dialect) -> bytes:
         body = None
     if dialect == "openai" and isinstance(body, dict) and isinstance(body.get("error"), dict):
         e = body["error"]
-        if isinstance(e.get("message"), str) and all(k in e for k in ("type", "param", "code")):
+        if (
+            isinstance(e.get("message"), str)
+            and all(k in e for k in ("type", "param", "code"))
+            and isinstance(e["param"], str | None)
+            and isinstance(e["code"], str | None)  # vLLM, for one, sends a number
+        ):
             return err.body
     if dialect == "anthropic" and isinstance(body, dict) and body.get("type") == "error":
         return err.body
@@ -108,7 +113,9 @@ def client_error_body(err: UpstreamClientError, dialect: Dialect) -> bytes:
     code = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         c = body["error"].get("code")
-        code = c if isinstance(c, str) else None
+        code = (
+            c if isinstance(c, str) else (str(c) if isinstance(c, int) and not isinstance(c, bool) else None)
+        )
     return wire_openai.error_body(message, OPENAI_TYPES.get(err.status, "invalid_request_error"), code)
 
 

@@ -202,3 +202,22 @@ def test_body_over_limit_without_content_length_is_413(gw):
 def test_unknown_route_and_wrong_method(gw):
     _assert_openai_error(gw.get("/v1/nothing-here"), 404)
     _assert_openai_error(gw.get("/v1/chat/completions"), 405)
+
+
+def test_a_numeric_code_in_an_upstream_error_becomes_a_string(gw, sim):
+    sim.script(
+        "up-small",
+        steps=[
+            {
+                "status": 400,
+                "error_body": {
+                    "error": {"message": "bad value", "type": "BadRequestError", "param": None, "code": 400}
+                },
+            }
+        ],
+    )
+    r = gw.post(
+        "/v1/chat/completions", json={"model": "small", "messages": [{"role": "user", "content": "x"}]}
+    )
+    err = _assert_openai_error(r, 400)
+    assert err["code"] == "400" and err["message"] == "bad value"

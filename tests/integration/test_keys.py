@@ -122,3 +122,13 @@ def test_a_rejected_request_costs_no_rpm(gateway, sim):
     assert ok.status_code == 200  # the invalid request did not use the key's one request a minute
     again = gw.post("/v1/chat/completions", json={"model": "other", "messages": MSG}, headers=auth)
     assert again.status_code == 429
+
+
+def test_requests_refused_before_a_name_is_resolved_are_counted(gw):
+    r = gw.post(
+        "/v1/chat/completions",
+        json={"model": "chat", "messages": MSG},
+        headers={"authorization": "Bearer nope"},
+    )
+    assert r.status_code == 401
+    assert gw.metric("router_requests_total", route="unknown", status="401") == 1

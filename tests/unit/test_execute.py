@@ -223,3 +223,46 @@ def test_all_failed_with_an_overloaded_member_is_502_not_429():
     with pytest.raises(AllFailed) as e:  # both now sit out: still not a rate limit
         run(ex.call(chain, call()))
     assert e.value.status == 502 and [a.status for a in e.value.attempts] == ["overloaded", "overloaded"]
+
+
+def test_a_4xx_that_retry_on_moved_past_is_not_the_final_answer():
+    ex, _, _, deps, _ = setup({"a": [(409, None, b'{"error": {"message": "conflict"}}')], "b": [503]})
+    with pytest.raises(AllFailed) as e:
+        run(ex.call(Fallback("chat", (deps["a"], deps["b"])), call()))
+    assert e.value.status == 502 and [a.status for a in e.value.attempts] == ["409", "503"]
+
+
+def test_a_skipped_request_uses_no_rpm_slot():
+    ex, clock, store, deps, tr = setup({"a": [200, 200], "b": [200] * 5})
+    a = Deployment("a", deps["a"].provider, "a", rpm=2, fingerprint="da")  # same provider, an rpm
+    store.record_failure("da", clock(), threshold=1, open_s=5.0)  # its circuit is open
+    chain = Fallback("chat", (a, deps["b"]))
+    for _ in range(3):  # skipped three times while open: no rpm slot used
+        assert run(ex.call(chain, call())).deployment.name == "b"
+    clock.t += 5.0
+    assert run(ex.call(chain, call())).deployment.name == "a"  # the probe, within rpm = 2
+    assert run(ex.call(chain, call())).deployment.name == "a"
+    assert len(tr["a"].sent) == 2
+
+
+def test_fallback_reason_of_a_failed_race_member_is_its_last_attempt():
+    from asgi_router.graph import Race
+
+    ex, _, _, deps, _ = setup({"a": [503], "b": [200]})
+    chain = Fallback("chat", (Race("r", (deps["a"],)), deps["b"]))
+    assert run(ex.call(chain, call())).deployment.name == "b"
+    value = ex._metrics.registry.get_sample_value(
+        "router_fallbacks_total", {"route": "chat", "reason": "5xx"}
+    )
+    assert value == 1.0
+
+
+def test_backoff_without_retry_after_doubles_per_key():
+    ex, clock, store, deps, _ = setup({"a": [(429, None, b"")] * 4}, keys=2)
+    waits = []
+    for _ in range(4):
+        with pytest.raises(AllFailed):
+            run(ex.call(deps["a"], call()))
+        waits.append(max(store.cooldown_remaining(f"da#k{i}", clock()) for i in range(2)))
+        clock.t += 100
+    assert waits == [1.0, 1.0, 2.0, 2.0]  # each key's own streak: 1 s, then 2 s

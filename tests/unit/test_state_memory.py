@@ -95,3 +95,14 @@ def test_spend_per_period():
     assert s.spend("k", "month", jan1 + 20 * 86_400) == 1.0
     assert period_start("total", jan1) == "total"
     assert period_start("month", jan1) == "2026-01" and period_start("day", jan1) == "2026-01-01"
+
+
+def test_a_probe_without_a_verdict_expires():
+    """A half-open probe that was cancelled (a race loser) or got a 429 records nothing: the
+    next caller may probe after another open period instead of the circuit staying shut."""
+    s = MemoryStore()
+    for _ in range(3):
+        s.record_failure("m", 0.0, threshold=3, open_s=10.0)
+    assert s.circuit_allows("m", 10.0) is True  # the probe goes, and nothing is recorded
+    assert s.circuit_allows("m", 15.0) is False
+    assert s.circuit_allows("m", 20.0) is True

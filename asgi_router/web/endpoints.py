@@ -19,6 +19,7 @@ from asgi_router.translate import pair_for
 from asgi_router.translate.embeddings import EmbeddingsPassthrough
 from asgi_router.types import Dialect
 from asgi_router.web.auth import authenticate, check_allowed
+from asgi_router.web.disconnect import CancelOnDisconnect
 from asgi_router.web.exchange import Exchange
 from asgi_router.web.render import JSON_CT, Headers
 from asgi_router.web.stream import relay_stream
@@ -131,10 +132,11 @@ async def _routed(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call) -
     rm = ex.route_metrics = app.metrics.route(ex.route)
     rm.inflight.inc()
     try:
-        if call.stream:
-            await relay_stream(app, rt, ex, node, call, rm)
-        else:
-            await _plain(app, rt, ex, node, call, rm)
+        async with CancelOnDisconnect(ex):
+            if call.stream:
+                await relay_stream(app, rt, ex, node, call, rm)
+            else:
+                await _plain(app, rt, ex, node, call, rm)
     finally:
         rm.inflight.dec()
         ex.attempts = call.upstream_attempts

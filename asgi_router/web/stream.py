@@ -36,30 +36,13 @@ SSE_HEADERS: Headers = [
 
 
 async def relay_stream(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call, rm: RouteMetrics) -> None:
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-
-    async def watch_disconnect() -> None:
-        nonlocal gone
-        while (await ex.receive())["type"] != "http.disconnect":
-            pass
-        gone = True
-        task.cancel()
-
-    watcher = asyncio.create_task(watch_disconnect())
+    """Commit, then relay. A client that leaves cancels this (see web/disconnect.py): the
+    upstream stream is closed and what was streamed is still booked."""
     committed: CommittedStream | None = None
     try:
         committed = await rt.executor.open(node, call)
         await _relay(app, ex, call, committed, rm)
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()
-        ex.status = ex.status or 499  # 499: the client closed the request before any answer
-        ex.outcome = "cancelled"
     finally:
-        watcher.cancel()
         if committed is not None:
             await committed.aclose()
             _settle(app, ex, call, committed)
@@ -107,10 +90,11 @@ def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:
     elapsed = time.perf_counter() - cs.started
     call.upstream_wait_s += cs.tally.upstream_wait_s
     dm = deployment_metrics(app.metrics, d)
-    if ex.outcome is None:
-        dm.ok.inc()
-    elif ex.outcome == "cancelled":
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():  # the client left (or the server is stopping)
         app.metrics.upstream_requests.labels(d.provider.name, d.name, "cancelled").inc()
+    elif ex.outcome is None:
+        dm.ok.inc()
     dm.duration.observe(elapsed)
     app.store.observe_latency(d.fingerprint, elapsed, cs.ttft_s)
     account(app, ex, call, d, cs.tally.usage, output_chunks=cs.tally.content_chunks)

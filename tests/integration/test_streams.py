@@ -173,3 +173,17 @@ def test_client_disconnect_closes_the_upstream(gateway, sim, sim2):
     assert rec["client_left"] is True and rec["outcome"] == "disconnected"
     time.sleep(0.2)
     assert gw.metric("router_inflight_requests", route="chat") == 0
+
+
+def test_a_client_leaving_a_plain_request_cancels_the_upstream_call(gateway, sim, sim2):
+    sim.script("m-first", default={"delay_s": 3.0})
+    gw = gateway(chain(sim, sim2))
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.url + "/v1/chat/completions", json={"model": "chat", "messages": MSG}, timeout=0.5)
+    assert sim.wait_idle(2.5)  # long before the 3 s answer: the gateway closed the connection
+    rec = sim.log("m-first")[0]
+    assert rec["client_left"] is True and rec["outcome"] == "disconnected"
+    time.sleep(0.2)
+    assert gw.metric("router_requests_total", route="chat", status="cancelled") == 1
+    assert gw.metric("router_upstream_requests_total", provider="a", model="first", status="cancelled") == 1
+    assert len(sim2.log()) == 0  # the chain did not move on for a client that is gone

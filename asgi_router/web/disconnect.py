@@ -1,0 +1,48 @@
+"""Cancel a request's work when its client goes away.
+
+Hypercorn (ASGI spec 2.1) does not cancel the application when a client disconnects; it puts
+``http.disconnect`` on the request's receive channel. Once the body has been read, a small
+task waits on that channel and cancels the request task, so the upstream call (or every member
+of a race) stops at once and its connection closes instead of running on for nobody.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from types import TracebackType
+
+from asgi_router.web.exchange import Exchange
+
+
+class CancelOnDisconnect:
+    __slots__ = ("_ex", "_task", "_watcher", "gone")
+
+    def __init__(self, ex: Exchange) -> None:
+        self._ex = ex
+        self.gone = False
+
+    async def __aenter__(self) -> CancelOnDisconnect:
+        task = asyncio.current_task()
+        assert task is not None
+        self._task = task
+        self._watcher = asyncio.create_task(self._watch())
+        return self
+
+    async def _watch(self) -> None:
+        receive = self._ex.receive
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self.gone = True
+        self._task.cancel()
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool:
+        self._watcher.cancel()
+        if kind is asyncio.CancelledError and self.gone:
+            self._task.uncancel()
+            ex = self._ex
+            ex.status = ex.status or 499  # 499: the client closed the request before any answer
+            ex.outcome = "cancelled"
+            return True  # the client left: nothing more to do or say
+        return False

@@ -4,6 +4,10 @@ Hypercorn (ASGI spec 2.1) does not cancel the application when a client disconne
 ``http.disconnect`` on the request's receive channel. Once the body has been read, a small
 task waits on that channel and cancels the request task, so the upstream call (or every member
 of a race) stops at once and its connection closes instead of running on for nobody.
+
+The watcher starts only once a request has run for ``WATCH_AFTER_S``: a request answered
+sooner costs one timer instead of a task (the common case under load), and LLM calls, which
+take seconds, are still cancelled within that delay of the client leaving.
 """
 
 from __future__ import annotations
@@ -13,20 +17,26 @@ from types import TracebackType
 
 from asgi_router.web.exchange import Exchange
 
+WATCH_AFTER_S = 0.05
+
 
 class CancelOnDisconnect:
-    __slots__ = ("_ex", "_task", "_watcher", "gone")
+    __slots__ = ("_ex", "_task", "_timer", "_watcher", "gone")
 
     def __init__(self, ex: Exchange) -> None:
         self._ex = ex
+        self._watcher: asyncio.Task[None] | None = None
         self.gone = False
 
     async def __aenter__(self) -> CancelOnDisconnect:
         task = asyncio.current_task()
         assert task is not None
         self._task = task
-        self._watcher = asyncio.create_task(self._watch())
+        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
         return self
+
+    def _start(self) -> None:
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
 
     async def _watch(self) -> None:
         receive = self._ex.receive
@@ -38,7 +48,9 @@ class CancelOnDisconnect:
     async def __aexit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool:
-        self._watcher.cancel()
+        self._timer.cancel()
+        if self._watcher is not None:
+            self._watcher.cancel()
         if kind is asyncio.CancelledError and self.gone:
             self._task.uncancel()
             ex = self._ex

@@ -27,6 +27,7 @@ from asgi_router.routing.outcome import Attempt, Call, Failed, Loser, Result, al
 from asgi_router.routing.stream import Batch, CommittedStream, StreamTally, read_events
 from asgi_router.state.store import StateStore
 from asgi_router.types import Clock
+from asgi_router.upstream.base import UpstreamRequest
 from asgi_router.upstream.pool import ProviderClient
 from asgi_router.wire import anthropic as wire_anthropic
 from asgi_router.wire import openai as wire_openai
@@ -277,14 +278,7 @@ class Executor:
     async def _call_deployment(
         self, d: Deployment, call: Call, client: ProviderClient, key_index: int
     ) -> Result:
-        translation = self._translate(d, call)
-        req = client.request(
-            call.paths[d.provider.api],
-            orjson.dumps(translation.upstream_body),
-            key_index,
-            stream=False,
-            passed=call.passed_headers.get(d.provider.api),
-        )
+        translation, req = self._prepare(d, call, client, key_index, stream=False)
         t0 = time.perf_counter()
         try:
             reply = await client.transport.send(req)
@@ -317,14 +311,7 @@ class Executor:
     async def _open_deployment(
         self, d: Deployment, call: Call, client: ProviderClient, key_index: int
     ) -> CommittedStream:
-        translation = self._translate(d, call)
-        req = client.request(
-            call.paths[d.provider.api],
-            orjson.dumps(translation.upstream_body),
-            key_index,
-            stream=True,
-            passed=call.passed_headers.get(d.provider.api),
-        )
+        translation, req = self._prepare(d, call, client, key_index, stream=True)
         stack = AsyncExitStack()
         tally = StreamTally()
         t0 = time.perf_counter()
@@ -372,6 +359,20 @@ class Executor:
         self._record_success(d, key_index)
         call.attempts.append(Attempt(d.name, d.provider.name, "200", None, None, ttft))
         return CommittedStream(d, translation, pending, rest, s, tally, stack, ttft, t0)
+
+    def _prepare(
+        self, d: Deployment, call: Call, client: ProviderClient, key_index: int, *, stream: bool
+    ) -> tuple[Any, UpstreamRequest]:
+        """This attempt's translation and the upstream request built from it."""
+        translation = self._translate(d, call)
+        req = client.request(
+            call.paths[d.provider.api],
+            orjson.dumps(translation.upstream_body),
+            key_index,
+            stream=stream,
+            passed=call.passed_headers.get(d.provider.api),
+        )
+        return translation, req
 
     def _translate(self, d: Deployment, call: Call) -> Any:
         try:

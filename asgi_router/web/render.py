@@ -14,25 +14,13 @@ from asgi_router.wire import openai as wire_openai
 Headers = list[tuple[bytes, bytes]]
 JSON_CT = (b"content-type", b"application/json")
 
-# Anthropic's own error types per status, as CONTRACT §3 lists them (404 and 413 are
-# invalid_request_error there; Anthropic itself says not_found_error / request_too_large:
-# the SDKs choose their exception class from the status alone, so either works for clients)
-ANTHROPIC_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    402: "billing_error",
-    403: "permission_error",
-    404: "invalid_request_error",
-    405: "invalid_request_error",
-    413: "invalid_request_error",
-    415: "invalid_request_error",
-    429: "rate_limit_error",
-    500: "api_error",
-    502: "api_error",
-    503: "overloaded_error",
-    504: "timeout_error",
-    529: "overloaded_error",
-}
+
+def anthropic_type(status: int) -> str:
+    """Anthropic's error type for a status (wire/anthropic.py's table, CONTRACT §3); the
+    gateway's own 503 (not ready, draining) reads as overloaded_error."""
+    return "overloaded_error" if status == 503 else wire_anthropic.error_type(status)
+
+
 # OpenAI's conventional type strings per status
 OPENAI_TYPES = {
     400: "invalid_request_error",
@@ -60,7 +48,7 @@ def retry_headers(seconds: float) -> Headers:
 
 def error_body(err: RouterError, dialect: Dialect) -> bytes:
     if dialect == "anthropic":
-        return wire_anthropic.error_body(err.message, ANTHROPIC_TYPES.get(err.status, "api_error"))
+        return wire_anthropic.error_body(err.message, anthropic_type(err.status))
     return wire_openai.error_body(err.message, OPENAI_TYPES.get(err.status, err.type), err.code, err.param)
 
 
@@ -80,7 +68,7 @@ def render_error(err: RouterError, dialect: Dialect) -> tuple[int, Headers, byte
 def stream_error_event(message: str, status: int, dialect: Dialect) -> bytes:
     """The event that ends a stream broken after its first byte."""
     if dialect == "anthropic":
-        return wire_anthropic.stream_error_event(message, ANTHROPIC_TYPES.get(status, "api_error"))
+        return wire_anthropic.stream_error_event(message, anthropic_type(status))
     return wire_openai.stream_error_event(message, OPENAI_TYPES.get(status, "server_error"), "stream_error")
 
 
@@ -109,7 +97,7 @@ def client_error_body(err: UpstreamClientError, dialect: Dialect) -> bytes:
         or f"upstream answered {err.status}"
     )
     if dialect == "anthropic":
-        return wire_anthropic.error_body(message, ANTHROPIC_TYPES.get(err.status, "invalid_request_error"))
+        return wire_anthropic.error_body(message, anthropic_type(err.status))
     code = None
     if isinstance(body, dict) and isinstance(body.get("error"), dict):
         c = body["error"].get("code")

@@ -376,7 +376,28 @@ def _slow_streams(run: Runner, c: Contender) -> dict[str, Any]:
             f" RSS {_mib(before):.1f} → peak {_mib(peak[0]):.1f} → {_mib(after):.1f} MiB"
             + (f"; errors {wave.errors}" if wave.errors else "")
         )
-    return {"streams_per_wave": args.memory_streams, "drip_ms": args.drip_ms, "waves": waves}
+    # The gateway keeps a burst's upstream connections pooled for their keep-alive (15 s) and
+    # hands memory back once idle (asgi_router/memory.py): RSS is read again after that.
+    settle = [tree_rss_bytes(c.pid)]
+    t_end = time.monotonic() + args.memory_settle_s
+    while time.monotonic() < t_end:
+        time.sleep(1.0)
+        settle.append(tree_rss_bytes(c.pid))
+    settled = {
+        "after_s": args.memory_settle_s,
+        "rss_mib": _mib(settle[-1]),
+        "series_mib": [round(_mib(x), 1) for x in settle],
+    }
+    log(
+        f"    {c.name}: idle for {args.memory_settle_s:.0f} s after the last wave:"
+        f" RSS {_mib(settle[-1]):.1f} MiB"
+    )
+    return {
+        "streams_per_wave": args.memory_streams,
+        "drip_ms": args.drip_ms,
+        "waves": waves,
+        "settled": settled,
+    }
 
 
 def _memory_verdicts(res: dict[str, Any]) -> dict[str, str]:
@@ -395,11 +416,14 @@ def _memory_verdicts(res: dict[str, Any]) -> dict[str, str]:
         )
     waves = res["streams"].get("waves") or []
     if waves:
-        drift = waves[-1]["rss_after_mib"] - waves[0]["rss_before_mib"]
+        base = waves[0]["rss_before_mib"]
+        settled = res["streams"]["settled"]
+        drift = settled["rss_mib"] - base
         failed = sum(w["failed"] for w in waves)
         verdict = "PASS" if abs(drift) <= 10 and not failed else "FAIL"
         text = (
-            f"{verdict}: {drift:+.1f} MiB from before the first wave to after the last,"
+            f"{verdict}: {drift:+.1f} MiB from before the first wave to {settled['after_s']:.0f} s"
+            f" idle after the last ({waves[-1]['rss_after_mib'] - base:+.1f} MiB 1 s after it),"
             f" peak {max(w['rss_peak_mib'] for w in waves):.1f} MiB, {failed} failed streams"
         )
         if len(waves) > 1:

@@ -81,6 +81,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-streams", type=int, default=1000, help="concurrent slow streams (1000)")
     p.add_argument("--memory-waves", type=int, default=3, help="waves of slow streams (3)")
     p.add_argument(
+        "--memory-settle-s",
+        type=float,
+        default=45,
+        help="idle time after the last wave before RSS is read again (45: the gateway's 15 s"
+        " upstream keep-alive, twice, and its 5 s idle tick, with a margin)",
+    )
+    p.add_argument(
         "--nice",
         type=int,
         default=0,

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 import aiohttp
 
 from asgi_router.errors import UpstreamError, UpstreamKind
-from asgi_router.upstream.base import UpstreamReply, UpstreamRequest, parse_retry_after
+from asgi_router.upstream.base import KEEPALIVE_S, UpstreamReply, UpstreamRequest, parse_retry_after
 
 READ_CHUNK = 65536
 DRAIN_TIMEOUT_S = 0.25
@@ -119,7 +119,10 @@ class _StreamContext:
 class AiohttpTransport:
     def __init__(self, max_connections: int) -> None:
         self._connector = aiohttp.TCPConnector(
-            limit=max_connections, limit_per_host=max_connections, keepalive_timeout=60, ttl_dns_cache=300
+            limit=max_connections,
+            limit_per_host=max_connections,
+            keepalive_timeout=KEEPALIVE_S,
+            ttl_dns_cache=300,
         )
         self._session = aiohttp.ClientSession(
             connector=self._connector,

@@ -14,6 +14,11 @@ from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Protocol
 
+# Idle pooled connections close after this (aiohttp's own default): long enough to carry steady
+# traffic without new handshakes, short enough that a burst's connections do not stay for a
+# minute (each idle one holds ~30 KB; memory.Releaser hands that back once they are gone).
+KEEPALIVE_S = 15.0
+
 
 @dataclass(frozen=True, slots=True)
 class UpstreamRequest:

@@ -19,6 +19,7 @@ import structlog
 from structlog.contextvars import bind_contextvars
 
 from asgi_router.errors import MethodNotAllowed, NotFound, RouterError, ServiceUnavailable
+from asgi_router.memory import Releaser
 from asgi_router.metrics import Metrics
 from asgi_router.reload import GraphHolder
 from asgi_router.routing.execute import refresh_cooldown_gauges
@@ -26,6 +27,7 @@ from asgi_router.spendlog import SpendLog
 from asgi_router.state.memory import MemoryStore
 from asgi_router.state.store import StateStore
 from asgi_router.types import Dialect
+from asgi_router.upstream.base import KEEPALIVE_S
 from asgi_router.upstream.pool import UpstreamPool
 from asgi_router.web import admin, endpoints
 from asgi_router.web.exchange import ClientGone, Exchange
@@ -71,6 +73,10 @@ class App:
         self.holder = GraphHolder(settings.config_path, self.store, self.metrics, self.pool, env=settings.env)
         self.spend_log = SpendLog(None)
         self._tasks: list[asyncio.Task[None]] = []
+        self.active = 0  # HTTP requests in flight, and those finished: what the Releaser watches
+        self.finished = 0
+        # after traffic, until the burst's pooled upstream connections have expired
+        self.releaser = Releaser(self, window_s=2 * KEEPALIVE_S + 10)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -85,6 +91,7 @@ class App:
         if route is not None and route[1].get("POST") in (endpoints.chat, endpoints.embeddings):
             ex.route = "unknown"  # counted even when refused before a name is resolved (401, 413…)
         bind_contextvars(request_id=ex.request_id)  # this request's task only: every log line carries it
+        self.active += 1
         try:
             if route is None:
                 raise NotFound(f"no route {scope['path']!r}; see the README for the endpoints")
@@ -102,6 +109,8 @@ class App:
             log.exception("unhandled_error", request_id=ex.request_id)
             await self._error(ex, RouterError("internal error in the gateway; see its log"))
         finally:
+            self.active -= 1
+            self.finished += 1
             self._finish(ex)
 
     async def _error(self, ex: Exchange, err: RouterError) -> None:
@@ -155,6 +164,7 @@ class App:
         self.spend_log = SpendLog(graph.state.spend_log)
         self._tasks.append(asyncio.create_task(self.spend_log.run()))
         self._tasks.append(asyncio.create_task(self._refresh_gauges()))
+        self._tasks.append(asyncio.create_task(self.releaser.run()))
         # Everything allocated so far (modules, the graph, metric children) lives as long as the
         # process: keep it out of the collector's scans, so a full collection stays short.
         gc.collect()

@@ -25,7 +25,7 @@ PKG = Path(__file__).resolve().parents[2] / "asgi_router"
 BASE = {"types", "errors", "__init__"}
 GATEWAY = "graph config wire translate state upstream metrics logs limits spendlog routing reload"
 RULES = f"""
-types, errors, __init__, sim, logs, state, graph:
+types, errors, __init__, sim, logs, state, graph, memory:
 config: graph
 wire: graph
 translate: wire graph
@@ -35,10 +35,10 @@ limits: graph state
 spendlog: graph wire
 routing: graph state upstream wire translate.base metrics
 reload: config graph logs metrics routing state upstream
-web: {GATEWAY}
+web: {GATEWAY} memory
 serve: graph config logs web
 demo: sim serve web config
-cli: {GATEWAY} serve demo
+cli: {GATEWAY} serve demo memory
 __main__: cli
 """
 ALLOWED = {
@@ -52,8 +52,9 @@ NO_BASE = {"types", "errors", "__init__", "sim"}
 ONLY = {"starlette": {"web"}, "httpx": {"upstream"}, "aiohttp": {"upstream", "sim"}, "hypercorn": {"serve"}}
 # reading the environment: config/ (secrets.py); cli.py and serve.py hand log settings and
 # PROMETHEUS_MULTIPROC_DIR to worker processes and `init` reads which provider keys are set;
-# metrics.py asks PROMETHEUS_MULTIPROC_DIR (prometheus_client's own multiprocess switch).
-ENV_READERS = {"config", "cli", "serve", "metrics"}
+# metrics.py asks PROMETHEUS_MULTIPROC_DIR (prometheus_client's own multiprocess switch);
+# memory.py sets PYTHONMALLOC before `serve` re-executes itself.
+ENV_READERS = {"config", "cli", "serve", "metrics", "memory"}
 ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 MODULES = sorted(p for p in PKG.rglob("*.py"))
 

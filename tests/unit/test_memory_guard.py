@@ -164,3 +164,26 @@ def test_plain_requests_do_not_grow_memory(tmp_path: Path) -> None:
 def test_streamed_requests_do_not_grow_memory(tmp_path: Path) -> None:
     grew = _growth(tmp_path, {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
     assert grew < 64 * 1024, f"{grew} bytes retained over 2,000 streams"
+
+
+def test_the_collector_is_tuned_while_the_app_runs_and_restored_after(tmp_path: Path) -> None:
+    """The gen-0 threshold is raised for the gateway's life (web/app.py says why), then put back."""
+    from asgi_router.web.app import GC_GEN0_THRESHOLD
+
+    before = gc.get_threshold()
+    cfg = tmp_path / "router.toml"
+    cfg.write_text(
+        '[server]\nwatch = false\n[providers.p]\napi = "openai"\nbase_url = "http://127.0.0.1:9"\n'
+        'api_keys = []\n[models.m]\nprovider = "p"\nmodel = "m"\n'
+    )
+    app = App(Settings(cfg), pool=UpstreamPool(lambda p: FastTransport()))
+
+    async def main() -> tuple[int, int, int]:
+        await app.startup()
+        try:
+            return gc.get_threshold()
+        finally:
+            await app.shutdown()
+
+    assert asyncio.run(main())[0] == GC_GEN0_THRESHOLD != before[0]
+    assert gc.get_threshold() == before

@@ -1,17 +1,21 @@
 """structlog set-up: one JSON line per event, request id from contextvars, secrets scrubbed.
 
 The production chain is structlog's fast one (merge_contextvars, add_log_level, TimeStamper,
-JSONRenderer with orjson, BytesLoggerFactory). Stdlib loggers (hypercorn, aiohttp) are bridged
-into the same JSON. Configured once, by the CLI.
+JSONRenderer with orjson) into a :class:`LineSink` that writes the lines of one event-loop
+iteration together. Stdlib loggers (hypercorn, aiohttp) are bridged into the same JSON.
+Configured once, by the CLI.
 """
 
 from __future__ import annotations
 
+import asyncio
+import atexit
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 import structlog
@@ -90,6 +94,67 @@ def _dumps(obj: Any, default: Any = None) -> bytes:
     return orjson.dumps(obj, default=default or str)
 
 
+class LineSink:
+    """A structlog logger that writes the lines logged in one event-loop iteration with one
+    write: under load several requests finish per iteration, and a write per request line was
+    3.5% of the gateway's CPU (py-spy, plain requests). Nothing waits on a timer: the lines
+    go out as soon as the iteration that logged them ends, warnings and errors at once, and
+    anything left at exit. Outside a running loop (a thread, the CLI) each line is written
+    straight away."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._lines: list[bytes] = []
+        self._lock = threading.Lock()
+        self._scheduled = False
+        atexit.register(self.flush)
+
+    def msg(self, message: bytes) -> None:
+        with self._lock:
+            self._lines.append(message)
+            if self._scheduled:
+                return
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop in this thread: nothing to coalesce with
+                pass
+            else:
+                self._scheduled = True
+                return
+        self.flush()
+
+    def urgent(self, message: bytes) -> None:
+        with self._lock:
+            self._lines.append(message)
+        self.flush()
+
+    debug = info = msg
+    warning = error = critical = fatal = exception = urgent
+
+    def flush(self) -> None:
+        with self._lock:
+            self._scheduled = False
+            if not self._lines:
+                return
+            data = b"\n".join(self._lines) + b"\n"
+            self._lines.clear()
+            try:
+                self._file.write(data)
+                self._file.flush()
+            except (OSError, ValueError):  # a closed or broken stderr: nothing better to do
+                pass
+
+
+_sink: list[LineSink | None] = [None]
+
+
+def flush() -> None:
+    """Write what is buffered now (a worker process ends with os._exit: no atexit)."""
+    sink = _sink[0]
+    if sink is not None:
+        sink.flush()
+
+
 def configure(level: str = "info", fmt: str = "json") -> None:
     lvl = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     processors: list[Any] = [
@@ -103,7 +168,8 @@ def configure(level: str = "info", fmt: str = "json") -> None:
         factory: Any = structlog.PrintLoggerFactory(sys.stderr)
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
-        factory = structlog.BytesLoggerFactory(sys.stderr.buffer)
+        sink = _sink[0] = LineSink(sys.stderr.buffer)
+        factory = lambda *_: sink  # noqa: E731 (structlog calls it with the logger's name)
     structlog.configure(
         processors=[*processors, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(lvl),

@@ -120,7 +120,10 @@ def _worker(
         log.error("worker_start_failed", pid=os.getpid(), errors=errors)
         raise SystemExit(3) from None
     app = App(Settings(Path(config_path)))
-    run(run_app(app, hypercorn_config(graph, workers), sockets, drain_s))
+    try:
+        run(run_app(app, hypercorn_config(graph, workers), sockets, drain_s))
+    finally:
+        logs.flush()
 
 
 def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) -> int:

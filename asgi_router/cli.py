@@ -182,10 +182,6 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    if argv is None and args.command == "serve":  # a process of its own, not a call from Python
-        from asgi_router.memory import exec_with_system_malloc
-
-        exec_with_system_malloc()  # returns only if nothing was to be done (see memory.py)
     if args.log_format is None:
         args.log_format = "console" if args.command == "demo" else "json"
     logs.configure(args.log_level, args.log_format)

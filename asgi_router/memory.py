@@ -1,20 +1,22 @@
 """Giving memory back after a burst.
 
-CPython frees a burst's objects, but its allocators keep the pages: after 1,000 concurrent
-streams the process would stay at its peak RSS for good (+46 MiB measured, with only ~4 MB of
-Python objects still alive). Two things together bring it back (bench/run.sh --memory):
+CPython frees a burst's objects, but its allocators keep the pages. Measured after 1,000
+concurrent slow streams (bench/run.sh --memory; +46 MiB at the peak, +0.1 MB of objects still
+alive once the burst's pooled upstream connections have expired):
 
-- ``serve`` runs the interpreter with ``PYTHONMALLOC=malloc`` (:func:`exec_with_system_malloc`):
-  pymalloc hands a 1 MiB arena back only when every object in it is gone, and the few objects
-  that outlive a burst pin most arenas; glibc can return any page with nothing alive on it.
-  The hot path costs the same within the benchmark's noise (README, Performance).
-- once the gateway is idle after traffic, :class:`Releaser` collects cyclic garbage (hypercorn
-  leaves a cycle of ~33 objects per closed client connection) and calls glibc's
-  ``malloc_trim(0)``, which gives free pages inside the heap back to the kernel. It runs only
-  between requests (none in flight), for a while after the last activity: long enough to see
-  the pooled upstream connections of the burst expire.
+- glibc's heap (buffers, large objects, and every object under ``PYTHONMALLOC=malloc``) can
+  give back any page with nothing alive on it, but only when asked: :class:`Releaser` calls
+  ``malloc_trim(0)`` once the gateway is idle after traffic, after collecting cyclic garbage
+  (hypercorn leaves a cycle of ~33 objects per closed client connection).
+- pymalloc, CPython's default for small objects, returns a 1 MiB arena only when every object
+  in it is gone, and a few objects that outlive a burst pin most of them: 31 MB of wholly free
+  pools stayed mapped. So the default build keeps +33 MiB after such a burst (bounded: further
+  bursts reuse it), and ``PYTHONMALLOC=malloc asgi-router serve`` comes back to within ~10 MiB
+  at ~6% more CPU per request (README, Performance: the trade-off is the operator's).
 
-Off glibc (musl, macOS) there is no malloc_trim: the releaser then only collects garbage.
+The releaser runs only between requests (none in flight), for a while after the last activity:
+long enough to see the burst's pooled upstream connections expire. Off glibc (musl, macOS)
+there is no malloc_trim: it then only collects garbage.
 """
 
 from __future__ import annotations
@@ -23,8 +25,6 @@ import asyncio
 import ctypes
 import ctypes.util
 import gc
-import os
-import sys
 import time
 from collections.abc import Callable
 from typing import Protocol
@@ -32,27 +32,6 @@ from typing import Protocol
 import structlog
 
 log = structlog.get_logger("asgi_router.memory")
-
-# An environment variable set by the gateway itself, so a re-executed process does not loop.
-_REEXEC_MARK = "ASGI_ROUTER_MALLOC_REEXEC"
-
-
-def exec_with_system_malloc() -> None:
-    """Re-execute this very command under ``PYTHONMALLOC=malloc``, once, on glibc only.
-
-    Nothing happens when PYTHONMALLOC is already set (``PYTHONMALLOC=pymalloc`` keeps Python's
-    own allocator), off Linux, or without glibc. The process keeps its PID, so supervisors and
-    signals are unaffected; returns only when nothing was done.
-    """
-    if sys.platform != "linux" or "PYTHONMALLOC" in os.environ or os.environ.get(_REEXEC_MARK):
-        return
-    if _malloc_trim() is None:
-        return
-    os.environ["PYTHONMALLOC"] = "malloc"
-    os.environ[_REEXEC_MARK] = "1"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execv(sys.executable, sys.orig_argv)  # noqa: S606 (this same command, argv as given)
 
 
 def _malloc_trim() -> Callable[[int], int] | None:

@@ -87,7 +87,12 @@ def router_argv() -> list[str]:
 
 
 def router(
-    workdir: Path, upstream: FakeUpstream, cpus: str | None, workers: int = 1, name: str = "asgi-router"
+    workdir: Path,
+    upstream: FakeUpstream,
+    cpus: str | None,
+    workers: int = 1,
+    name: str = "asgi-router",
+    env: dict[str, str] | None = None,
 ) -> Contender:
     """Start `asgi-router serve` on a generated router.toml; StartError if it does not come up."""
     port = free_port()
@@ -95,12 +100,14 @@ def router(
     conf_dir.mkdir(exist_ok=True)
     conf = conf_dir / "router.toml"
     conf.write_text(configs.router_toml(port, upstream.url))
-    return router_on(conf, port, cpus, workers, name)
+    return router_on(conf, port, cpus, workers, name, env)
 
 
-def router_on(conf: Path, port: int, cpus: str | None, workers: int, name: str) -> Contender:
+def router_on(
+    conf: Path, port: int, cpus: str | None, workers: int, name: str, env: dict[str, str] | None = None
+) -> Contender:
     argv = [*router_argv(), "serve", "--config", str(conf), "--workers", str(workers)]
-    proc = start(name, argv, cpus, conf.parent / f"{name}.log", env=child_env(), cwd=conf.parent)
+    proc = start(name, argv, cpus, conf.parent / f"{name}.log", env=child_env(env), cwd=conf.parent)
     base_url = f"http://127.0.0.1:{port}"
     try:
         wait_http(base_url + "/healthz", proc, timeout_s=60)

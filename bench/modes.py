@@ -263,6 +263,8 @@ def _mib(n: int) -> float:
 def memory(run: Runner) -> dict[str, Any]:
     args = run.args
     names = [n for n in ("asgi-router", "floor") if not args.only_set or n in args.only_set]
+    if "asgi-router" in names:  # also on glibc's allocator: the operator's trade-off (README)
+        names.insert(1, MALLOC_VARIANT)
     log("")
     log(
         f"== memory: RSS after start; after {args.memory_requests:,} requests"
@@ -275,10 +277,18 @@ def memory(run: Runner) -> dict[str, Any]:
     return out
 
 
+MALLOC_VARIANT = "asgi-router PYTHONMALLOC=malloc"
+
+
 def _memory_one(run: Runner, name: str) -> dict[str, Any]:
     try:
         if name == "floor":
             c = contenders.floor(run.workdir, run.upstream, run.gateway_cpu)
+        elif name == MALLOC_VARIANT:
+            env = {"PYTHONMALLOC": "malloc"}
+            c = contenders.router(
+                run.workdir, run.upstream, run.gateway_cpu, name="asgi-router-malloc", env=env
+            )
         else:
             c = contenders.router(run.workdir, run.upstream, run.gateway_cpu, name="asgi-router-mem")
     except StartError as exc:

@@ -328,31 +328,3 @@ def test_sighup_while_workers_start_does_not_kill_them(tmp_path, sim):
         stop_and_check_nothing_left(gw)
     finally:
         gw.stop()
-
-
-# --- the allocator (asgi_router/memory.py) -------------------------------------------------------
-
-
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
-
-
-def test_serve_runs_on_the_system_allocator_in_the_same_process(gateway, sim):
-    """So that memory.Releaser's malloc_trim can give a burst's pages back (pymalloc's arenas
-    stay pinned): `serve` re-executes itself once under PYTHONMALLOC=malloc, keeping its PID."""
-    sim.script("m-serve-small", default={"text": "hi"})
-    gw = gateway(config(sim), workers=2)
-    assert _environ(gw.proc.pid)["PYTHONMALLOC"] == "malloc"  # Popen's PID: the same process
-    for pid in started_workers(gw):
-        assert _environ(pid)["PYTHONMALLOC"] == "malloc"
-    reply = gw.openai().chat.completions.create(model="small", messages=MSG)
-    assert reply.choices[0].message.content == "hi"
-    assert "Traceback" not in gw.logs()
-
-
-def test_a_chosen_allocator_is_kept(gateway, sim):
-    gw = gateway(config(sim), env={"PYTHONMALLOC": "pymalloc"})
-    env = _environ(gw.proc.pid)
-    assert env["PYTHONMALLOC"] == "pymalloc"
-    assert "ASGI_ROUTER_MALLOC_REEXEC" not in env

@@ -38,7 +38,7 @@ reload: config graph logs metrics routing state upstream
 web: {GATEWAY} memory
 serve: graph config logs web
 demo: sim serve web config
-cli: {GATEWAY} serve demo memory
+cli: {GATEWAY} serve demo
 __main__: cli
 """
 ALLOWED = {
@@ -52,9 +52,8 @@ NO_BASE = {"types", "errors", "__init__", "sim"}
 ONLY = {"starlette": {"web"}, "httpx": {"upstream"}, "aiohttp": {"upstream", "sim"}, "hypercorn": {"serve"}}
 # reading the environment: config/ (secrets.py); cli.py and serve.py hand log settings and
 # PROMETHEUS_MULTIPROC_DIR to worker processes and `init` reads which provider keys are set;
-# metrics.py asks PROMETHEUS_MULTIPROC_DIR (prometheus_client's own multiprocess switch);
-# memory.py sets PYTHONMALLOC before `serve` re-executes itself.
-ENV_READERS = {"config", "cli", "serve", "metrics", "memory"}
+# metrics.py asks PROMETHEUS_MULTIPROC_DIR (prometheus_client's own multiprocess switch).
+ENV_READERS = {"config", "cli", "serve", "metrics"}
 ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 MODULES = sorted(p for p in PKG.rglob("*.py"))
 

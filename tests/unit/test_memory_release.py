@@ -29,7 +29,12 @@ class Clock:
 def make(traffic: Traffic, clock: Clock) -> tuple[Releaser, list[int]]:
     r = Releaser(traffic, tick_s=5, window_s=40, clock=clock)
     trims: list[int] = []
-    r.trim = lambda pad: trims.append(pad) or 1
+
+    def trim(pad: int) -> int:
+        trims.append(pad)
+        return 1
+
+    r.trim = trim
     return r, trims
 
 
@@ -68,7 +73,12 @@ def test_release_trims_every_time_and_collects_once_per_quiet_spell(monkeypatch:
     traffic, clock = Traffic(finished=0), Clock()
     r, trims = make(traffic, clock)
     collections: list[int] = []
-    monkeypatch.setattr(memory.gc, "collect", lambda: collections.append(1) or 0)
+
+    def collect() -> int:
+        collections.append(1)
+        return 0
+
+    monkeypatch.setattr(gc, "collect", collect)
     traffic.finished = 10
     r.release()
     r.release()

@@ -10,9 +10,9 @@ alive once the burst's pooled upstream connections have expired):
   (hypercorn leaves a cycle of ~33 objects per closed client connection).
 - pymalloc, CPython's default for small objects, returns a 1 MiB arena only when every object
   in it is gone, and a few objects that outlive a burst pin most of them: 31 MB of wholly free
-  pools stayed mapped. So the default build keeps +33 MiB after such a burst (bounded: further
-  bursts reuse it), and ``PYTHONMALLOC=malloc asgi-router serve`` comes back to within ~10 MiB
-  at ~6% more CPU per request (README, Performance: the trade-off is the operator's).
+  pools stayed mapped. So the default build keeps +35 MiB after such a burst (bounded: further
+  bursts reuse it), and ``PYTHONMALLOC=malloc asgi-router serve`` comes back to +9.6 MiB, at
+  ~6% more CPU per request (README, Performance: the trade-off is the operator's).
 
 The releaser runs only between requests (none in flight), for a while after the last activity:
 long enough to see the burst's pooled upstream connections expire. Off glibc (musl, macOS)

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +17,7 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -176,3 +177,15 @@ def wait_ready(gw: Gateway, timeout: float = 15.0) -> None:
         time.sleep(0.05)
     gw.stop()
     raise RuntimeError(f"gateway did not become ready:\n{gw.logs()}")
+
+
+def until(check: Callable[[], object], timeout: float = 5.0, every: float = 0.05) -> object:
+    """Poll ``check`` until it returns something truthy (returned); fail after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {timeout} s: {check}")
+        time.sleep(every)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from tests.helpers import Gateway, free_port, model, provider, toml_value, wait_ready
+from tests.helpers import Gateway, free_port, model, provider, toml_value, until, wait_ready
 
 MSG = [{"role": "user", "content": "hello"}]
 UNSET = "ASGI_ROUTER_TEST_SURELY_UNSET"
@@ -60,18 +60,6 @@ def launch(gateway: Callable[..., Gateway], body: str, *, watch: bool = False, *
     gw.port = port  # the [server] table is ours, so the helper's own port pick is unused
     wait_ready(gw)
     return Live(gw, head)
-
-
-def until(check: Callable[[], object], timeout: float = 4.0, every: float = 0.05) -> object:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s: {check}")
-        time.sleep(every)
 
 
 def body(sim, sim2, chain=("first", "second"), extra: str = "", first: dict | None = None, **prov_a) -> str:

@@ -19,7 +19,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import Gateway, model, provider, start_gateway, wait_ready
+from tests.helpers import Gateway, model, provider, start_gateway, until, wait_ready
 
 MSG = [{"role": "user", "content": "hello"}]
 SLOW_TEXT = "a stream started before SIGTERM still finishes"
@@ -83,17 +83,6 @@ def started_workers(gw: Gateway, startups: int = 2) -> list[int]:
     pids = workers(gw)
     assert len(pids) == 2, pids
     return pids
-
-
-def until(check: Callable[[], object], timeout: float = 5.0, every: float = 0.05) -> object:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {timeout} s: {check}")
-        time.sleep(every)
 
 
 @contextlib.contextmanager

@@ -61,26 +61,27 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: Ro
     ttft_child = dm.ttft_by_route.get(ex.route)
     (ttft_child or app.metrics.ttft.labels(ex.route, d.name)).observe(ex.ttft_s)
     translator = cs.translation.stream()
+    tally = cs.tally
+    held = b""  # the batch that ended the stream: it goes out with the end, in one write
     try:
         feed = translator.feed
         async for batch in cs.batches():
             out = feed(*batch[0]) if len(batch) == 1 else [b for ev, p in batch for b in feed(ev, p)]
             if out:
                 body = out[0] if len(out) == 1 else b"".join(out)
-                await send({"type": "http.response.body", "body": body, "more_body": True})
+                if tally.done:  # the end marker came: nothing more will be read
+                    held = body
+                else:
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
     except UpstreamError as e:
         log.warning("stream_broken", request_id=ex.request_id, model=d.name, error=str(e))
         app.metrics.upstream_requests.labels(d.provider.name, d.name, "stream_error").inc()
         ex.outcome = "stream_error"  # the 200 already went out: the error event ends the stream
-        await send(
-            {
-                "type": "http.response.body",
-                "body": stream_error_event(f"upstream stream from {d.name!r} broke: {e}", 502, ex.dialect),
-                "more_body": False,
-            }
-        )
+        error = stream_error_event(f"upstream stream from {d.name!r} broke: {e}", 502, ex.dialect)
+        await send({"type": "http.response.body", "body": held + error, "more_body": False})
         return
-    await send({"type": "http.response.body", "body": b"".join(translator.close()), "more_body": False})
+    end = held + b"".join(translator.close())
+    await send({"type": "http.response.body", "body": end, "more_body": False})
 
 
 def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:

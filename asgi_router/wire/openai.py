@@ -24,7 +24,8 @@ def stream_error_event(message: str, type_: str, code: str | None = None) -> byt
 
 
 def probe_event(ev: SSEEvent) -> Probe:
-    """Parse one chunk of an OpenAI-dialect stream. Raises :class:`MalformedEvent`."""
+    """Parse one chunk of an OpenAI-dialect stream. Raises :class:`MalformedEvent`.
+    (Once per event of every stream: locals, then one Probe built positionally.)"""
     data = ev.data
     if data == DONE:
         return Probe(done=True)
@@ -32,37 +33,36 @@ def probe_event(ev: SSEEvent) -> Probe:
         obj = orjson.loads(data)
     except orjson.JSONDecodeError as e:
         raise MalformedEvent(f"stream event is not valid JSON: {data[:80]!r}") from e
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise MalformedEvent("stream event is not a JSON object")
-    p = Probe(obj=obj)
-    if obj.get("error"):
-        p.error = obj["error"]
-        return p
+    err = obj.get("error")
+    if err:
+        return Probe(obj, error=err)
     u = obj.get("usage")
+    usage = None
     if u:
-        p.usage = _usage.from_openai(u)
+        usage = _usage.from_openai(u)
     else:
         xg = obj.get("x_groq")  # Groq puts usage under x_groq on the finish chunk
-        if isinstance(xg, dict) and xg.get("usage"):
-            p.usage = _usage.from_openai(xg["usage"])
+        if type(xg) is dict and xg.get("usage"):
+            usage = _usage.from_openai(xg["usage"])
     choices = obj.get("choices")
     if not choices:
-        p.usage_only = choices == [] and p.usage is not None
-        return p
-    if not isinstance(choices, list):
+        return Probe(obj, False, None, usage, usage_only=choices == [] and usage is not None)
+    if type(choices) is not list:
         raise MalformedEvent("stream chunk has no choices list")
+    content = False
+    finish = None
     for choice in choices:
-        if not isinstance(choice, dict):
+        if type(choice) is not dict:
             raise MalformedEvent("stream chunk choice is not an object")
         delta = choice.get("delta")
-        if isinstance(delta, dict) and (
-            delta.get("content") or delta.get("tool_calls") or delta.get("refusal")
-        ):
-            p.content = True
+        if type(delta) is dict and (delta.get("content") or delta.get("tool_calls") or delta.get("refusal")):
+            content = True
         fr = choice.get("finish_reason")
         if fr:
-            p.finish = fr
-    return p
+            finish = fr
+    return Probe(obj, content, finish, usage)
 
 
 def response_usage(body: Any) -> _usage.Usage | None:

@@ -76,3 +76,42 @@ def test_any_split_gives_the_same_events(evs, cuts, newline) -> None:
 
 def test_encode_round_trips_multiline_data() -> None:
     assert decode_all([encode(b"a\nb\r\nc", "x")]) == [SSEEvent(b"a\nb\nc", "x")]
+
+
+def _line_by_line(chunk: bytes) -> list[SSEEvent]:
+    d = SSEDecoder()
+    out: list[SSEEvent] = []
+    for i in range(len(chunk)):
+        out += d.feed(chunk[i : i + 1])  # one byte at a time never ends in a blank line
+    return out
+
+
+payloads = st.binary(min_size=0, max_size=30)
+
+
+@given(
+    st.lists(payloads, min_size=1, max_size=8),
+    st.sampled_from([None, "message_start", "content_block_delta"]),
+    st.sampled_from(["", "\r", ": ping\n\n", "id: 1\n", "data: x\n", "event: e\n"]),
+)
+def test_whole_chunk_fast_path_agrees_with_the_line_decoder(datas, name, extra) -> None:
+    """A chunk of whole events (the shape upstreams write) is split at the event boundaries
+    in one go; any other shape (CR, comments, other fields, multi-line data, mixed names) must
+    fall back and still give what the line-by-line decoder gives."""
+    head = f"event: {name}\n".encode() if name else b""
+    wire = b"".join(head + b"data: " + d + b"\n\n" for d in datas)
+    at = len(wire) // 2
+    wire = wire[:at] + extra.encode() + wire[at:]
+    whole = SSEDecoder().feed(wire)
+    assert whole == _line_by_line(wire)
+
+
+def test_the_fast_path_takes_the_usual_shapes() -> None:
+    from asgi_router.wire.sse import _whole_events
+
+    assert _whole_events(b"data: {}\n\ndata: [DONE]\n\n") == [SSEEvent(b"{}"), SSEEvent(b"[DONE]")]
+    assert _whole_events(b"event: a\ndata: 1\n\nevent: b\ndata: 2\n\n") == [
+        SSEEvent(b"1", "a"),
+        SSEEvent(b"2", "b"),
+    ]
+    assert _whole_events(b"data: a\ndata: b\n\n") is None  # multi-line data: the general decoder

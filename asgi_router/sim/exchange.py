@@ -45,6 +45,7 @@ class Exchange:
     __slots__ = (
         "body",
         "created",
+        "held",
         "leave_outcome",
         "record",
         "request",
@@ -62,6 +63,7 @@ class Exchange:
         self.body = body
         self.response: web.StreamResponse | None = None
         self.streaming = False  # an SSE body has started: keep-alive comments may go out
+        self.held: list[bytes] = []  # a burst step's events, written together at the end
         self.leave_outcome = "disconnected"  # recorded if the client leaves now
         self.created = int(time.time())  # the "created" field of answers (wall clock, by design)
 
@@ -86,6 +88,7 @@ class Exchange:
 
     async def flush_then_close(self) -> None:
         """Let the kernel take what we wrote before closing (an RST would discard it)."""
+        await self._write_held()
         transport = self.request.transport
         for _ in range(100):
             if transport is None or transport.get_write_buffer_size() == 0:
@@ -170,10 +173,19 @@ class Exchange:
     async def write(self, data: bytes) -> None:
         if self.response is None:
             raise RuntimeError("stream not started")
-        await self.response.write(data)
+        if self.step.burst:
+            self.held.append(data)
+        else:
+            await self.response.write(data)
+
+    async def _write_held(self) -> None:
+        if self.held and self.response is not None:
+            data, self.held = b"".join(self.held), []
+            await self.response.write(data)
 
     async def end(self) -> None:
         if self.response is not None:
+            await self._write_held()
             await self.response.write_eof()
 
 

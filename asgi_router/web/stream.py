@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from asgi_router.errors import UpstreamError
-from asgi_router.graph import Node
+from asgi_router.graph import Deployment, Node
 from asgi_router.metrics import RouteMetrics, deployment_metrics
 from asgi_router.reload import Runtime
 from asgi_router.routing.outcome import Call
@@ -54,17 +54,24 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: Ro
     d = cs.deployment
     send = ex.send
     headers = [*SSE_HEADERS, *router_headers(ex, d, call), (b"x-request-id", ex.request_id.encode())]
-    ex.status = 200
-    await send({"type": "http.response.start", "status": 200, "headers": headers})
-    ex.ttft_s = time.perf_counter() - ex.started
-    dm = deployment_metrics(app.metrics, d)
-    ttft_child = dm.ttft_by_route.get(ex.route)
-    (ttft_child or app.metrics.ttft.labels(ex.route, d.name)).observe(ex.ttft_s)
     translator = cs.translation.stream()
+    feed = translator.feed
     tally = cs.tally
+    if tally.done and tally.finish:
+        # The whole upstream stream came before the answer started (a short answer from a fast
+        # provider): it goes out as one body with its length, without chunked framing, so
+        # hypercorn writes headers and body and no terminator.
+        out: list[bytes] = []
+        async for batch in cs.batches():  # the pending batch only: nothing more is read
+            for ev, p in batch:
+                out += feed(ev, p)
+        body = b"".join(out + translator.close())
+        await _start(app, ex, d, [*headers, (b"content-length", str(len(body)).encode())])
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        return
+    await _start(app, ex, d, headers)
     held = b""  # the batch that ended the stream: it goes out with the end, in one write
     try:
-        feed = translator.feed
         async for batch in cs.batches():
             out = feed(*batch[0]) if len(batch) == 1 else [b for ev, p in batch for b in feed(ev, p)]
             if out:
@@ -82,6 +89,16 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: Ro
         return
     end = held + b"".join(translator.close())
     await send({"type": "http.response.body", "body": end, "more_body": False})
+
+
+async def _start(app: App, ex: Exchange, d: Deployment, headers: Headers) -> None:
+    """The 200 and its headers; the time to first token is taken here."""
+    ex.status = 200
+    await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
+    ex.ttft_s = time.perf_counter() - ex.started
+    dm = deployment_metrics(app.metrics, d)
+    ttft_child = dm.ttft_by_route.get(ex.route)
+    (ttft_child or app.metrics.ttft.labels(ex.route, d.name)).observe(ex.ttft_s)
 
 
 def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:

@@ -209,6 +209,18 @@ def test_ttft_and_chunk_delay(sim: SimServer) -> None:
     assert content_at[1] - content_at[0] >= 0.04 and content_at[2] - content_at[1] >= 0.04
 
 
+def test_burst_writes_the_whole_stream_at_once(sim: SimServer) -> None:
+    sim.script("m", [{"burst": True, "chunk_delay_s": 0.1, "chunks": 3, "text": "abc"}])
+    stamps: list[float] = []
+    with httpx.Client() as http, http.stream("POST", sim.base_url + "/chat/completions", json=CHAT) as r:
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                stamps.append(time.monotonic())
+    assert len(stamps) == 6  # role, 3 contents, finish, [DONE]
+    assert stamps[-1] - stamps[0] < 0.05  # held back, then one write (0.2 s apart otherwise)
+    assert only(sim)["outcome"] == "ok"
+
+
 def test_stall_detected_by_a_client_timeout(sim: SimServer) -> None:
     sim.script("m", [{"stall_after": 2}])
     seen: list[str] = []

@@ -187,3 +187,43 @@ def test_a_client_leaving_a_plain_request_cancels_the_upstream_call(gateway, sim
     assert gw.metric("router_requests_total", route="chat", status="cancelled") == 1
     assert gw.metric("router_upstream_requests_total", provider="a", model="first", status="cancelled") == 1
     assert len(sim2.log()) == 0  # the chain did not move on for a client that is gone
+
+
+def test_a_stream_that_arrives_whole_is_answered_with_its_length(gateway, sim, sim2):
+    """A short answer whose whole upstream stream came before the response started goes out
+    as one body with a content-length (no chunked framing: one write fewer); the client reads
+    the same events, [DONE] last, and the spend is booked as for any stream."""
+    sim.script("m-first", default={"text": "short and whole", "chunks": 3, "burst": True})
+    sim2.script("m-second", default={"text": "short and whole", "chunks": 3})
+    gw = gateway(chain(sim, sim2))
+    raw = gw.openai().chat.completions.with_raw_response.create(
+        model="first", messages=MSG, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(raw.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "short and whole"
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
+    assert int(raw.headers["content-length"]) > 0 and "transfer-encoding" not in raw.headers
+    with httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        timeout=10,
+        json={"model": "first", "messages": MSG, "stream": True},
+    ) as r:
+        body = r.read()
+    assert r.headers["content-length"] == str(len(body)) and body.endswith(b"data: [DONE]\n\n")
+    assert gw.metric("router_tokens_total", provider="a", model="first", key="anonymous", kind="output") > 0
+    # the same answer dripping from the other provider is relayed chunked, as it comes
+    raw = gw.openai().chat.completions.with_raw_response.create(model="second", messages=MSG, stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices) == "short and whole"
+
+
+def test_a_whole_stream_translated_for_an_anthropic_client(gateway, sim, sim2):
+    sim.script("m-first", default={"text": "whole for claude", "chunks": 3, "burst": True})
+    gw = gateway(chain(sim, sim2))
+    with gw.anthropic().messages.stream(
+        model="first", max_tokens=50, messages=[{"role": "user", "content": "hi"}]
+    ) as s:
+        text = "".join(s.text_stream)
+        final = s.get_final_message()
+    assert text == "whole for claude" and final.stop_reason == "end_turn"
+    assert final.usage.output_tokens > 0

@@ -58,13 +58,14 @@ class Endpoint:
 
 @dataclass(frozen=True)
 class Targets:
-    """A contender's four endpoints (the drip one only for --memory)."""
+    """A contender's endpoints (the drip one only for --memory, burst for --scaling)."""
 
     plain: Endpoint
     stream: Endpoint
     slow_plain: Endpoint
     slow_stream: Endpoint
     drip: Endpoint | None = None
+    burst_stream: Endpoint | None = None
 
 
 HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer sk-bench"}
@@ -199,6 +200,8 @@ async def _check(targets: Targets, drip: bool) -> tuple[list[str], list[str]]:
             for _ in range(2):  # twice: the second goes over a reused connection
                 problems += await _check_plain(session, ep)
         stream_eps = [targets.stream, targets.slow_stream]
+        if targets.burst_stream is not None:
+            stream_eps.append(targets.burst_stream)
         if drip and targets.drip is not None:
             stream_eps.append(targets.drip)
         for ep in stream_eps:

@@ -17,6 +17,7 @@ MODELS: dict[str, str] = {
     "bench-slow-plain": fu.SLOW_PLAIN,
     "bench-slow-stream": fu.SLOW_STREAM,
     "bench-drip": fu.DRIP,
+    "bench-burst-stream": fu.BURST_STREAM,
 }
 
 

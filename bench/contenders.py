@@ -57,6 +57,7 @@ def proxy_targets(base: str) -> Targets:
         slow_plain=Endpoint(url, "bench-slow-plain"),
         slow_stream=Endpoint(url, "bench-slow-stream"),
         drip=Endpoint(url, "bench-drip"),
+        burst_stream=Endpoint(url, "bench-burst-stream"),
     )
 
 
@@ -64,7 +65,9 @@ def direct(upstream: FakeUpstream) -> Contender:
     def ep(base: str) -> Endpoint:
         return Endpoint(f"{upstream.url}{base}/chat/completions", "bench-direct")
 
-    targets = Targets(ep(fu.PLAIN), ep(fu.STREAM), ep(fu.SLOW_PLAIN), ep(fu.SLOW_STREAM), ep(fu.DRIP))
+    targets = Targets(
+        ep(fu.PLAIN), ep(fu.STREAM), ep(fu.SLOW_PLAIN), ep(fu.SLOW_STREAM), ep(fu.DRIP), ep(fu.BURST_STREAM)
+    )
     return Contender("direct", targets, None, upstream.proc.pid)
 
 

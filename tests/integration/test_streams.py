@@ -24,6 +24,16 @@ def chain(sim, sim2, **prov_a) -> str:
     )
 
 
+def post_stream(gw, name: str):
+    """A streamed chat request with httpx, to see the raw response (lines, headers, timing)."""
+    return httpx.stream(
+        "POST",
+        gw.url + "/v1/chat/completions",
+        timeout=10,
+        json={"model": name, "messages": MSG, "stream": True},
+    )
+
+
 def stream_text(gw, name="chat"):
     raw = gw.openai().chat.completions.with_raw_response.create(model=name, messages=MSG, stream=True)
     chunks = list(raw.parse())
@@ -63,12 +73,7 @@ def test_slow_first_token_times_out_and_moves_on(gateway, sim, sim2):
 
 
 def _raw_stream(gw, name="chat"):
-    with httpx.stream(
-        "POST",
-        gw.url + "/v1/chat/completions",
-        timeout=10,
-        json={"model": name, "messages": MSG, "stream": True},
-    ) as r:
+    with post_stream(gw, name) as r:
         return r.status_code, r.headers, b"".join(r.iter_raw())
 
 
@@ -142,12 +147,7 @@ def test_stream_is_relayed_chunk_by_chunk(gateway, sim, sim2):
     sim.script("m-first", default={"chunks": 5, "chunk_delay_s": 0.15, "text": "aaaaabbbbbcccccdddddeeeee"})
     gw = gateway(chain(sim, sim2))
     arrivals = []
-    with httpx.stream(
-        "POST",
-        gw.url + "/v1/chat/completions",
-        timeout=10,
-        json={"model": "chat", "messages": MSG, "stream": True},
-    ) as r:
+    with post_stream(gw, "chat") as r:
         for line in r.iter_lines():
             if line.startswith("data: {") and '"content":"' in line and '"content":""' not in line:
                 arrivals.append(time.monotonic())
@@ -159,12 +159,7 @@ def test_stream_is_relayed_chunk_by_chunk(gateway, sim, sim2):
 def test_client_disconnect_closes_the_upstream(gateway, sim, sim2):
     sim.script("m-first", default={"chunks": 50, "chunk_delay_s": 0.1})
     gw = gateway(chain(sim, sim2))
-    with httpx.stream(
-        "POST",
-        gw.url + "/v1/chat/completions",
-        timeout=10,
-        json={"model": "chat", "messages": MSG, "stream": True},
-    ) as r:
+    with post_stream(gw, "chat") as r:
         for line in r.iter_lines():
             if '"content":"' in line and '"content":""' not in line:
                 break  # leave after the first content chunk
@@ -203,12 +198,7 @@ def test_a_stream_that_arrives_whole_is_answered_with_its_length(gateway, sim, s
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == "short and whole"
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens > 0
     assert int(raw.headers["content-length"]) > 0 and "transfer-encoding" not in raw.headers
-    with httpx.stream(
-        "POST",
-        gw.url + "/v1/chat/completions",
-        timeout=10,
-        json={"model": "first", "messages": MSG, "stream": True},
-    ) as r:
+    with post_stream(gw, "first") as r:
         body = r.read()
     assert r.headers["content-length"] == str(len(body)) and body.endswith(b"data: [DONE]\n\n")
     assert gw.metric("router_tokens_total", provider="a", model="first", key="anonymous", kind="output") > 0

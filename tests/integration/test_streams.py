@@ -217,3 +217,22 @@ def test_a_whole_stream_translated_for_an_anthropic_client(gateway, sim, sim2):
         final = s.get_final_message()
     assert text == "whole for claude" and final.stop_reason == "end_turn"
     assert final.usage.output_tokens > 0
+
+
+@pytest.mark.parametrize(
+    ("fault", "last"),
+    [
+        ({"no_finish": True}, 'data: {"error":'),  # [DONE] but no finish reason: an error event ends it
+        ({"no_done": True}, "data: [DONE]"),  # finished without [DONE]: ended properly for the client
+    ],
+)
+def test_a_whole_stream_with_a_bad_ending_is_ended_as_any_stream(gateway, sim, sim2, fault, last):
+    """The whole-body path is only for a stream known good (end marker and finish reason); one
+    that arrived whole but ends badly is relayed and ended like a dripping one."""
+    sim.script("m-first", default={"burst": True, "chunks": 3, **fault})
+    gw = gateway(chain(sim, sim2))
+    status, headers, body = _raw_stream(gw, "first")
+    events = [e for e in body.decode().split("\n\n") if e.strip()]
+    assert status == 200 and events[-1].startswith(last)
+    assert "content-length" not in headers
+    assert sum('"content":"' in e and '"content":""' not in e for e in events) == 3

@@ -2,8 +2,10 @@
 
 Nothing is sent before the executor returns a committed stream, so a chain or race can still
 switch members. After that, each upstream event is translated and written at once (no
-buffering to the end). A client that disconnects cancels the relay, which closes the upstream
-connection; spend for what was streamed is booked either way.
+buffering to the end: the events of one upstream read go out in one write, and a stream that
+had wholly arrived by the commit point goes out as one body with its length). A client that
+disconnects cancels the relay, which closes the upstream connection; spend for what was
+streamed is booked either way.
 """
 
 from __future__ import annotations

@@ -134,7 +134,7 @@ async def _routed(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call) -
     try:
         async with CancelOnDisconnect(ex):
             if call.stream:
-                await relay_stream(app, rt, ex, node, call, rm)
+                await relay_stream(app, rt, ex, node, call)
             else:
                 await _plain(app, rt, ex, node, call, rm)
     finally:

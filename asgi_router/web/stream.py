@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import structlog
 
 from asgi_router.errors import UpstreamError
 from asgi_router.graph import Deployment, Node
-from asgi_router.metrics import RouteMetrics, deployment_metrics
+from asgi_router.metrics import deployment_metrics
 from asgi_router.reload import Runtime
 from asgi_router.routing.outcome import Call
-from asgi_router.routing.stream import CommittedStream
+from asgi_router.routing.stream import Batch, CommittedStream
 from asgi_router.web.exchange import Exchange
 from asgi_router.web.render import Headers, stream_error_event
+from asgi_router.wire.probe import Probe
+from asgi_router.wire.sse import SSEEvent
 
 if TYPE_CHECKING:
     from asgi_router.web.app import App
@@ -37,20 +40,20 @@ SSE_HEADERS: Headers = [
 ]
 
 
-async def relay_stream(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call, rm: RouteMetrics) -> None:
+async def relay_stream(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call) -> None:
     """Commit, then relay. A client that leaves cancels this (see web/disconnect.py): the
     upstream stream is closed and what was streamed is still booked."""
     committed: CommittedStream | None = None
     try:
         committed = await rt.executor.open(node, call)
-        await _relay(app, ex, call, committed, rm)
+        await _relay(app, ex, call, committed)
     finally:
         if committed is not None:
             await committed.aclose()
             _settle(app, ex, call, committed)
 
 
-async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: RouteMetrics) -> None:
+async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:
     from asgi_router.web.endpoints import router_headers
 
     d = cs.deployment
@@ -63,11 +66,8 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: Ro
         # The whole upstream stream came before the answer started (a short answer from a fast
         # provider): it goes out as one body with its length, without chunked framing, so
         # hypercorn writes headers and body and no terminator.
-        out: list[bytes] = []
-        async for batch in cs.batches():  # the pending batch only: nothing more is read
-            for ev, p in batch:
-                out += feed(ev, p)
-        body = b"".join(out + translator.close())
+        outs = [_render(feed, batch) async for batch in cs.batches()]  # the pending batch: no read
+        body = b"".join(outs + translator.close())
         await _start(app, ex, d, [*headers, (b"content-length", str(len(body)).encode())])
         await send({"type": "http.response.body", "body": body, "more_body": False})
         return
@@ -75,13 +75,13 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: Ro
     held = b""  # the batch that ended the stream: it goes out with the end, in one write
     try:
         async for batch in cs.batches():
-            out = feed(*batch[0]) if len(batch) == 1 else [b for ev, p in batch for b in feed(ev, p)]
-            if out:
-                body = out[0] if len(out) == 1 else b"".join(out)
-                if tally.done:  # the end marker came: nothing more will be read
-                    held = body
-                else:
-                    await send({"type": "http.response.body", "body": body, "more_body": True})
+            body = _render(feed, batch)
+            if not body:
+                continue
+            if tally.done:  # the end marker came: nothing more will be read
+                held = body
+            else:
+                await send({"type": "http.response.body", "body": body, "more_body": True})
     except UpstreamError as e:
         log.warning("stream_broken", request_id=ex.request_id, model=d.name, error=str(e))
         app.metrics.upstream_requests.labels(d.provider.name, d.name, "stream_error").inc()
@@ -91,6 +91,13 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream, rm: Ro
         return
     end = held + b"".join(translator.close())
     await send({"type": "http.response.body", "body": end, "more_body": False})
+
+
+def _render(feed: Callable[[SSEEvent, Probe], list[bytes]], batch: Batch) -> bytes:
+    """One upstream read's events, translated, as one write (b"".join of one item is that item)."""
+    if len(batch) == 1:
+        return b"".join(feed(*batch[0]))
+    return b"".join([b for ev, p in batch for b in feed(ev, p)])
 
 
 async def _start(app: App, ex: Exchange, d: Deployment, headers: Headers) -> None:

@@ -241,6 +241,8 @@ async def drive_stream(ex: Exchange, answer: Answer, writer: StreamWriter) -> st
         await ex.sleep(step.ttft_s if i == 0 else step.chunk_delay_s)
         await writer.content(i)
     await writer.finish()
+    if step.linger_s:
+        await ex.sleep(step.linger_s)
     await ex.end()
     if malformed_sent:
         return "malformed"

@@ -88,6 +88,8 @@ Connection and stream faults (``N`` counts content chunks already sent; ``0`` = 
     ``no_done``               streams: finish and usage but no ``data: [DONE]`` / ``message_stop``.
     ``no_finish``             streams: ``[DONE]`` / ``message_stop`` but never a finish reason /
                               stop reason (non-streamed: ``finish_reason`` / ``stop_reason`` null).
+    ``linger_s``              streams: after the last event (``[DONE]`` / ``message_stop``) keep
+                              the body open this long before ending it.
     ``burst``                 streams: hold the events and write them in one write when the stream
                               ends (or is cut): a short answer from a fast provider, in one packet.
     ``mid_stream_error``, ``no_done`` and ``keepalive_s`` do nothing to non-streamed answers.
@@ -171,6 +173,7 @@ class Step:
     no_done: bool = False
     no_finish: bool = False
     burst: bool = False
+    linger_s: float = 0.0
     stall_after: int | None = None
     hang: bool = False
     close_before_headers: bool = False
@@ -329,6 +332,7 @@ _PARSERS: dict[str, Any] = {
     "no_done": lambda v: _bool("no_done", v),
     "no_finish": lambda v: _bool("no_finish", v),
     "burst": lambda v: _bool("burst", v),
+    "linger_s": lambda v: _seconds("linger_s", v),
     "stall_after": lambda v: _after("stall_after", v),
     "hang": lambda v: _bool("hang", v),
     "close_before_headers": lambda v: _bool("close_before_headers", v),

@@ -80,17 +80,19 @@ async def _finish(resp: aiohttp.ClientResponse, complete: bool) -> None:
     (the chunked terminator) may still be in flight after the end marker, so read them, briefly.
     Anything else (a race loser, a client that left, an error) closes the connection rather
     than pool it with unread data."""
-    if complete and not resp.content.at_eof():
-        try:
-            async with asyncio.timeout(DRAIN_TIMEOUT_S):
-                while await resp.content.readany():
-                    pass
-        except (TimeoutError, aiohttp.ClientError, OSError):
-            pass
-    if resp.content.at_eof():
-        resp.release()
-    else:
-        resp.close()
+    try:
+        if complete and not resp.content.at_eof():
+            try:
+                async with asyncio.timeout(DRAIN_TIMEOUT_S):
+                    while await resp.content.readany():
+                        pass
+            except (TimeoutError, aiohttp.ClientError, OSError):
+                pass
+    finally:  # also when the wait is cancelled (the client hung up): never leave it acquired
+        if resp.content.at_eof():
+            resp.release()
+        else:
+            resp.close()
 
 
 class _StreamContext:

@@ -49,8 +49,10 @@ async def relay_stream(app: App, rt: Runtime, ex: Exchange, node: Node, call: Ca
         await _relay(app, ex, call, committed)
     finally:
         if committed is not None:
-            await committed.aclose()
+            # booked first: closing the upstream awaits (its body's last bytes), and a client
+            # that hangs up meanwhile cancels this task, which must not cost the booking
             _settle(app, ex, call, committed)
+            await committed.aclose()
 
 
 async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:

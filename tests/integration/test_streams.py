@@ -9,7 +9,7 @@ import httpx
 import openai
 import pytest
 
-from tests.helpers import model, provider
+from tests.helpers import model, provider, until
 
 MSG = [{"role": "user", "content": "hello"}]
 
@@ -236,3 +236,16 @@ def test_a_whole_stream_with_a_bad_ending_is_ended_as_any_stream(gateway, sim, s
     assert status == 200 and events[-1].startswith(last)
     assert "content-length" not in headers
     assert sum('"content":"' in e and '"content":""' not in e for e in events) == 3
+
+
+def test_a_stream_is_booked_when_its_client_leaves_while_the_upstream_lingers(gateway, sim, sim2):
+    """The client has the whole answer and hangs up while the gateway still reads the upstream
+    body's end (here held open for 1 s): the tokens and spend are booked all the same."""
+    sim.script("m-first", default={"text": "a b c", "chunks": 3, "linger_s": 1.0})
+    gw = gateway(chain(sim, sim2))
+    with post_stream(gw, "first") as r:
+        body = r.read()
+    assert body.endswith(b"data: [DONE]\n\n")
+    labels = {"provider": "a", "model": "first", "key": "anonymous"}
+    assert until(lambda: gw.metric("router_tokens_total", **labels, kind="output")) == 3  # the usage sent
+    assert gw.metric("router_spend_usd_total", **labels) > 0

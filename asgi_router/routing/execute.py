@@ -24,7 +24,7 @@ from asgi_router.graph import Deployment, Fallback, Node, Race
 from asgi_router.metrics import Metrics, deployment_metrics
 from asgi_router.routing import plan
 from asgi_router.routing.outcome import Attempt, Call, Failed, Loser, Result, all_failed, reason_label
-from asgi_router.routing.stream import Batch, CommittedStream, StreamTally, read_events
+from asgi_router.routing.stream import Batch, CommittedStream, EventReader, StreamTally
 from asgi_router.state.store import StateStore
 from asgi_router.types import Clock
 from asgi_router.upstream.base import UpstreamRequest
@@ -332,8 +332,7 @@ class Executor:
                         "stream_error",
                         f"upstream answered {s.content_type or 'no content type'}, not a stream",
                     )
-                rest = read_events(s.chunks(), SSEDecoder(), PROBES[d.provider.api], tally)
-                stack.push_async_callback(rest.aclose)
+                rest = EventReader(s.chunks(), SSEDecoder(), PROBES[d.provider.api], tally)
                 pending: Batch = []
                 async for batch in rest:
                     pending += batch

@@ -10,7 +10,7 @@ finished but did not send its end marker ends normally.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -62,28 +62,50 @@ def _error_text(err: object) -> str:
 Batch = list[tuple[SSEEvent, Probe]]
 
 
-async def read_events(
-    chunks: AsyncIterator[bytes], decoder: SSEDecoder, probe: ProbeFn, tally: StreamTally
-) -> AsyncGenerator[Batch, None]:
-    """Decode and probe ``chunks`` until the end marker or the end of the body, one batch per
-    upstream read (events that arrived together go to the client in one write)."""
-    clock = time.perf_counter
-    while True:
-        t = clock()
+class EventReader:
+    """Decodes and probes ``chunks`` until the end marker or the end of the body, one batch per
+    upstream read (events that arrived together go to the client in one write). An iterator
+    class, not an async generator: those cost a loop hook on their first step and another on
+    their way out, and three ran per stream. A batch that raises ends the reading."""
+
+    __slots__ = ("_chunks", "_decoder", "_ended", "_probe", "_tally")
+
+    def __init__(
+        self, chunks: AsyncIterator[bytes], decoder: SSEDecoder, probe: ProbeFn, tally: StreamTally
+    ) -> None:
+        self._chunks = chunks
+        self._decoder = decoder
+        self._probe = probe
+        self._tally = tally
+        self._ended = False
+
+    def __aiter__(self) -> EventReader:
+        return self
+
+    async def __anext__(self) -> Batch:
+        tally = self._tally
+        clock = time.perf_counter
         try:
-            chunk = await anext(chunks)
-        except StopAsyncIteration:
-            tally.upstream_wait_s += clock() - t
-            batch = _decode(decoder.flush(), probe, tally)
-            if batch:
-                yield batch
-            return
-        tally.upstream_wait_s += clock() - t
-        batch = _decode(decoder.feed(chunk), probe, tally)
-        if batch:
-            yield batch
-            if tally.done:
-                return
+            while not self._ended:
+                t = clock()
+                try:
+                    chunk = await self._chunks.__anext__()
+                except StopAsyncIteration:
+                    tally.upstream_wait_s += clock() - t
+                    self._ended = True
+                    batch = _decode(self._decoder.flush(), self._probe, tally)
+                    if batch:
+                        return batch
+                    break
+                tally.upstream_wait_s += clock() - t
+                batch = _decode(self._decoder.feed(chunk), self._probe, tally)
+                if batch:
+                    self._ended = tally.done
+                    return batch
+        except BaseException:
+            self._ended = True
+            raise
+        raise StopAsyncIteration
 
 
 def _decode(events: list[SSEEvent], probe: ProbeFn, tally: StreamTally) -> Batch:
@@ -120,37 +142,53 @@ def _decode(events: list[SSEEvent], probe: ProbeFn, tally: StreamTally) -> Batch
 
 @dataclass(slots=True)
 class CommittedStream:
+    """Iterated once (``async for batch in cs``): every event from the commit point on, in
+    batches as they arrived. Raises UpstreamError on a broken stream, after the events it
+    delivered before breaking."""
+
     deployment: Deployment
     translation: Translation
     pending: Batch
-    rest: AsyncGenerator[Batch, None]
+    rest: AsyncIterator[Batch]
     upstream: UpstreamStream
     tally: StreamTally
     stack: AsyncExitStack
     ttft_s: float
     started: float  # perf_counter at the attempt's start
     closed: bool = field(default=False)
+    _broken: UpstreamError | None = field(default=None)
+    _over: bool = field(default=False)
 
-    async def batches(self) -> AsyncIterator[Batch]:
-        """Every event from the commit point on, in batches as they arrived. Raises
-        UpstreamError on a broken stream (its ``delivered`` events, if any, come first)."""
+    def __aiter__(self) -> CommittedStream:
+        return self
+
+    async def __anext__(self) -> Batch:
         if self.pending:
-            yield self.pending
-        self.pending = []
-        if not self.tally.done:
+            batch, self.pending = self.pending, []
+            return batch
+        if self._over:
+            raise StopAsyncIteration
+        tally = self.tally
+        if self._broken is None and not tally.done:
             try:
-                async for batch in self.rest:
-                    yield batch
+                return await self.rest.__anext__()
+            except StopAsyncIteration:
+                pass
             except UpstreamError as e:
-                delivered = getattr(e, "delivered", None)
+                self._broken = e
+                delivered: Batch | None = getattr(e, "delivered", None)
                 if delivered:
-                    yield delivered
-                if e.kind == "timeout" and self.tally.finish:
-                    return  # finished, then silent instead of closing: end it for the client
-                raise
-        if not self.tally.finish:
+                    return delivered
+        self._over = True
+        broken = self._broken
+        if broken is not None:
+            if broken.kind == "timeout" and tally.finish:
+                raise StopAsyncIteration  # finished, then silent instead of closing: end it
+            raise broken
+        if not tally.finish:
             raise UpstreamError("stream_error", "upstream stream ended without a finish reason")
-        self.upstream.complete = self.tally.done
+        self.upstream.complete = tally.done
+        raise StopAsyncIteration
 
     async def aclose(self) -> None:
         if not self.closed:

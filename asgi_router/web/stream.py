@@ -68,7 +68,7 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> Non
         # The whole upstream stream came before the answer started (a short answer from a fast
         # provider): it goes out as one body with its length, without chunked framing, so
         # hypercorn writes headers and body and no terminator.
-        outs = [_render(feed, batch) async for batch in cs.batches()]  # the pending batch: no read
+        outs = [_render(feed, batch) async for batch in cs]  # the pending batch: no read
         body = b"".join(outs + translator.close())
         await _start(app, ex, d, [*headers, (b"content-length", str(len(body)).encode())])
         await send({"type": "http.response.body", "body": body, "more_body": False})
@@ -76,7 +76,7 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> Non
     await _start(app, ex, d, headers)
     held = b""  # the batch that ended the stream: it goes out with the end, in one write
     try:
-        async for batch in cs.batches():
+        async for batch in cs:
             body = _render(feed, batch)
             if not body:
                 continue

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,6 +69,15 @@ def _secret_values(graph: Graph) -> list[str]:
     return values
 
 
+def _keep_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` atomically, readable by this user only (it may hold keys)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
 def models_body(graph: Graph, created: int) -> bytes:
     data = [
         {"id": name, "object": "model", "created": created, "owned_by": "asgi-router"}
@@ -78,6 +87,10 @@ def models_body(graph: Graph, created: int) -> bytes:
 
 
 class GraphHolder:
+    """The current :class:`Runtime`. With ``last_good`` (a supervised worker), every graph that
+    compiles leaves its text there, and a start that meets a broken file compiles that text
+    instead: a restarted worker serves what its siblings serve, not nothing."""
+
     def __init__(
         self,
         path: Path,
@@ -86,14 +99,14 @@ class GraphHolder:
         pool: UpstreamPool,
         *,
         env: Mapping[str, str] | None = None,
-        loader: Callable[..., Graph] = config.load,
+        last_good: Path | None = None,
     ) -> None:
         self.path = path
+        self.last_good = last_good
         self._store = store
         self._metrics = metrics
         self._pool = pool
         self._env = env
-        self._loader = loader
         self._lock = asyncio.Lock()
         self._stamp: tuple[int, int, int] | None = None
         self._current: Runtime | None = None
@@ -127,28 +140,60 @@ class GraphHolder:
             stamp = self._file_stamp()
             generation = (self._current.graph.generation if self._current else 0) + 1
             try:
-                graph = await asyncio.to_thread(self._loader, self.path, self._env, generation=generation)
+                graph = await asyncio.to_thread(self._compile, generation)
             except ConfigErrors as e:
-                return self._failed(reason, [str(err) for err in e.errors], stamp)
+                errors = [str(err) for err in e.errors]
             except OSError as e:
-                return self._failed(reason, [f"{self.path}: {e.strerror or e}"], stamp)
+                errors = [f"{self.path}: {e.strerror or e}"]
             except Exception as e:  # a compiler bug must not kill the watcher or the SIGHUP task
                 log.exception("config_compile_crashed", reason=reason)
-                return self._failed(reason, [f"{self.path}: cannot compile: {type(e).__name__}: {e}"], stamp)
-            if self._current is not None:
-                _warn_restart_needed(self._current.graph, graph)
-            logs.remember_secrets(_secret_values(graph))
-            clients = self._pool.build(graph)
-            self._pool.commit(clients)
-            self._metrics.bind(graph)
-            now = int(time.time())
-            self._current = Runtime(
-                graph, clients, Executor(clients, self._store, self._metrics), models_body(graph, now), now
-            )
-            self._stamp = stamp
-            self._metrics.reloads.labels("success").inc()
-            log.info("config_loaded", reason=reason, generation=generation, names=len(graph.nodes))
-            return ReloadResult(True, generation)
+                errors = [f"{self.path}: cannot compile: {type(e).__name__}: {e}"]
+            else:
+                return self._swap(graph, reason, stamp)
+            failed = self._failed(reason, errors, stamp)
+            if self._current is None and self.last_good is not None:
+                kept = await asyncio.to_thread(self._compile_last_good, generation)
+                if kept is not None:
+                    return self._swap(kept, f"{reason} (last good)", stamp)
+            return failed
+
+    def _compile(self, generation: int) -> Graph:
+        graph, text = config.load_text(self.path, self._env, generation=generation)
+        if self.last_good is not None:
+            try:
+                _keep_private(self.last_good, text)
+            except OSError as e:
+                log.warning("last_good_not_kept", path=str(self.last_good), error=str(e))
+        return graph
+
+    def _compile_last_good(self, generation: int) -> Graph | None:
+        """The last text a sibling compiled, as if it were the file (relative paths, errors)."""
+        assert self.last_good is not None
+        try:
+            text = self.last_good.read_text(encoding="utf-8")
+            return config.loads(text, path=self.path, env=self._env, generation=generation)
+        except FileNotFoundError:
+            return None  # no worker has compiled a graph yet
+        except (OSError, ConfigErrors) as e:
+            errors = [str(err) for err in e.errors] if isinstance(e, ConfigErrors) else [str(e)]
+            log.error("last_good_rejected", path=str(self.last_good), errors=errors)
+            return None
+
+    def _swap(self, graph: Graph, reason: str, stamp: tuple[int, int, int] | None) -> ReloadResult:
+        if self._current is not None:
+            _warn_restart_needed(self._current.graph, graph)
+        logs.remember_secrets(_secret_values(graph))
+        clients = self._pool.build(graph)
+        self._pool.commit(clients)
+        self._metrics.bind(graph)
+        now = int(time.time())
+        self._current = Runtime(
+            graph, clients, Executor(clients, self._store, self._metrics), models_body(graph, now), now
+        )
+        self._stamp = stamp
+        self._metrics.reloads.labels("success").inc()
+        log.info("config_loaded", reason=reason, generation=graph.generation, names=len(graph.nodes))
+        return ReloadResult(True, graph.generation)
 
     def _failed(self, reason: str, errors: list[str], stamp: tuple[int, int, int] | None) -> ReloadResult:
         self._stamp = stamp  # do not retry the same broken file every second

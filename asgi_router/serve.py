@@ -7,7 +7,9 @@
 - ``--workers N``: hypercorn's own multi-worker mode restarts every worker on SIGHUP and stops
   the server when one fails startup, which a broken file would cause. So the supervisor here
   binds the socket once (SO_REUSEPORT), starts N worker processes on it, forwards SIGHUP (each
-  worker reloads itself) and SIGTERM, and restarts a worker that dies. Metrics then use
+  worker reloads itself) and SIGTERM, and restarts a worker that dies. Each graph a worker
+  compiles leaves its text in the supervisor's private run directory, so a worker restarted
+  while router.toml is broken starts on what its siblings serve. Metrics then use
   prometheus_client's multiprocess mode.
 """
 
@@ -43,9 +45,13 @@ log = structlog.get_logger("asgi_router.serve")
 
 
 def hypercorn_config(graph: Graph, workers: int = 1) -> Config:
+    host, port = graph.server.host, graph.server.port
+    return _config([f"[{host}]:{port}" if ":" in host else f"{host}:{port}"], workers)
+
+
+def _config(bind: list[str], workers: int) -> Config:
     cfg = Config()
-    host = graph.server.host
-    cfg.bind = [f"[{host}]:{graph.server.port}" if ":" in host else f"{host}:{graph.server.port}"]
+    cfg.bind = bind
     cfg.workers = workers
     cfg.graceful_timeout = GRACEFUL_TIMEOUT_S
     cfg.keep_alive_timeout = 75.0
@@ -105,23 +111,26 @@ def serve(config_path: Path, graph: Graph, workers: int = 1, drain_s: float = 0.
 
 
 def _worker(
-    config_path: str, sockets: Sockets, workers: int, drain_s: float, log_level: str, log_format: str
+    config_path: str,
+    last_good: str,
+    bind: list[str],
+    sockets: Sockets,
+    workers: int,
+    drain_s: float,
+    log_level: str,
+    log_format: str,
 ) -> None:
     logs.configure(log_level, log_format)
-    from asgi_router import config
-    from asgi_router.errors import ConfigErrors
-
+    app = App(Settings(Path(config_path), last_good=Path(last_good)))
     try:
-        graph = config.load(Path(config_path))
-    except (ConfigErrors, OSError) as e:
-        # a restarted worker meeting a broken file: say so and exit; the supervisor retries
-        # with backoff while the other workers keep serving their last good graph
-        errors = [str(err) for err in e.errors] if isinstance(e, ConfigErrors) else [str(e)]
-        log.error("worker_start_failed", pid=os.getpid(), errors=errors)
+        # the app's startup compiles the file, or the last good text its siblings left when
+        # the file is broken now; with neither it fails, and the supervisor retries with backoff
+        run(run_app(app, _config(bind, workers), sockets, drain_s))
+    except Exception:
+        if app.holder.loaded:
+            raise
+        log.error("worker_start_failed", pid=os.getpid(), note="no configuration compiles (see above)")
         raise SystemExit(3) from None
-    app = App(Settings(Path(config_path)))
-    try:
-        run(run_app(app, hypercorn_config(graph, workers), sockets, drain_s))
     finally:
         logs.flush()
 
@@ -129,6 +138,7 @@ def _worker(
 def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) -> int:
     prom_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(prefix="asgi-router-prom-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = prom_dir
+    run_dir = tempfile.mkdtemp(prefix="asgi-router-run-")  # 0700: the copy may hold keys
     cfg = hypercorn_config(graph, workers)
     sockets = cfg.create_sockets()
     for s in sockets.insecure_sockets:
@@ -136,6 +146,8 @@ def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) ->
     ctx = multiprocessing.get_context("spawn")
     args = (
         str(config_path),
+        str(Path(run_dir) / "last-good.toml"),
+        cfg.bind,
         sockets,
         workers,
         drain_s,
@@ -171,7 +183,9 @@ def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) ->
     procs.extend(start() for _ in range(workers))
     started = [time.monotonic()] * workers
     quick_deaths = [0] * workers
-    log.info("supervisor_started", workers=workers, listen=cfg.bind, pids=[p.pid for p in procs])
+    log.info(
+        "supervisor_started", workers=workers, listen=cfg.bind, pids=[p.pid for p in procs], run_dir=run_dir
+    )
     try:
         while not stopping or any(p.is_alive() for p in procs):
             time.sleep(0.1)
@@ -203,6 +217,7 @@ def _supervise(config_path: Path, graph: Graph, workers: int, drain_s: float) ->
             s.close()
         if "ASGI_ROUTER_KEEP_PROM_DIR" not in os.environ:
             shutil.rmtree(prom_dir, ignore_errors=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
     return 0
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "describe",
     "init_toml",
     "load",
+    "load_text",
     "loads",
     "new_key_table",
     "redacted",
@@ -39,11 +40,17 @@ __all__ = [
 
 def load(path: Path, env: Mapping[str, str] | None = None, *, generation: int = 0) -> Graph:
     """Read and compile ``path``. ``env`` defaults to ``os.environ``. Raises :class:`ConfigErrors`."""
+    return load_text(path, env, generation=generation)[0]
+
+
+def load_text(path: Path, env: Mapping[str, str] | None = None, *, generation: int = 0) -> tuple[Graph, str]:
+    """:func:`load`, also returning the text that was compiled (what a supervised worker keeps
+    as the last good configuration)."""
     problems = source.Problems(str(path))
     text = source.read(path, problems)
     if text is None:
         raise ConfigErrors(problems.located(None))
-    return loads(text, path=path, env=env, generation=generation)
+    return loads(text, path=path, env=env, generation=generation), text
 
 
 def loads(text: str, *, path: Path, env: Mapping[str, str] | None = None, generation: int = 0) -> Graph:

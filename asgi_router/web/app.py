@@ -59,6 +59,7 @@ class Settings:
     config_path: Path
     env: Mapping[str, str] | None = None
     watch: bool | None = None  # None: as [server] watch says
+    last_good: Path | None = None  # a supervised worker's shared copy (reload.GraphHolder)
 
 
 class App:
@@ -71,7 +72,14 @@ class App:
         self.metrics = Metrics()
         self.store: StateStore = store or MemoryStore()
         self.pool = pool or UpstreamPool()
-        self.holder = GraphHolder(settings.config_path, self.store, self.metrics, self.pool, env=settings.env)
+        self.holder = GraphHolder(
+            settings.config_path,
+            self.store,
+            self.metrics,
+            self.pool,
+            env=settings.env,
+            last_good=settings.last_good,
+        )
         self.spend_log = SpendLog(None)
         self._tasks: list[asyncio.Task[None]] = []
         self._gc_threshold: tuple[int, int, int] | None = None

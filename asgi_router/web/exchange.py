@@ -23,6 +23,7 @@ class ClientGone(Exception):
 
 class Exchange:
     __slots__ = (
+        "answered",
         "attempts",
         "cost_usd",
         "deployment",
@@ -60,6 +61,7 @@ class Exchange:
         self.route_metrics: Any = None  # the route's metric children, kept across a reload
         self.status = 0
         self.outcome: str | None = None  # the metric status when not the HTTP one: stream_error, cancelled
+        self.answered = False  # a stream's last byte went to the server: a hang-up now cancels nothing
         self.stream = False
         self.key: str | None = None
         self.deployment: str | None = None

@@ -71,7 +71,7 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> Non
         outs = [_render(feed, batch) async for batch in cs]  # the pending batch: no read
         body = b"".join(outs + translator.close())
         await _start(app, ex, d, [*headers, (b"content-length", str(len(body)).encode())])
-        await send({"type": "http.response.body", "body": body, "more_body": False})
+        await _end(ex, body)
         return
     await _start(app, ex, d, headers)
     held = b""  # the batch that ended the stream: it goes out with the end, in one write
@@ -89,10 +89,16 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> Non
         app.metrics.upstream_requests.labels(d.provider.name, d.name, "stream_error").inc()
         ex.outcome = "stream_error"  # the 200 already went out: the error event ends the stream
         error = stream_error_event(f"upstream stream from {d.name!r} broke: {e}", 502, ex.dialect)
-        await send({"type": "http.response.body", "body": held + error, "more_body": False})
+        await _end(ex, held + error)
         return
-    end = held + b"".join(translator.close())
-    await send({"type": "http.response.body", "body": end, "more_body": False})
+    await _end(ex, held + b"".join(translator.close()))
+
+
+async def _end(ex: Exchange, body: bytes) -> None:
+    """The stream's last bytes. A client that hangs up after them has its whole answer: the
+    upstream's close that may follow (its body's end, up to a moment) is not a cancellation."""
+    await ex.send({"type": "http.response.body", "body": body, "more_body": False})
+    ex.answered = True
 
 
 def _render(feed: Callable[[SSEEvent, Probe], list[bytes]], batch: Batch) -> bytes:
@@ -120,7 +126,7 @@ def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:
     call.upstream_wait_s += cs.tally.upstream_wait_s
     dm = deployment_metrics(app.metrics, d)
     task = asyncio.current_task()
-    if task is not None and task.cancelling():  # the client left (or the server is stopping)
+    if task is not None and task.cancelling() and not ex.answered:  # the client left mid-stream
         app.metrics.upstream_requests.labels(d.provider.name, d.name, "cancelled").inc()
     elif ex.outcome is None:
         dm.ok.inc()

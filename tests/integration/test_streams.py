@@ -3,6 +3,7 @@ endings without [DONE] or a finish reason, stalls, slow first tokens, and chunk-
 
 from __future__ import annotations
 
+import json
 import time
 
 import httpx
@@ -240,7 +241,8 @@ def test_a_whole_stream_with_a_bad_ending_is_ended_as_any_stream(gateway, sim, s
 
 def test_a_stream_is_booked_when_its_client_leaves_while_the_upstream_lingers(gateway, sim, sim2):
     """The client has the whole answer and hangs up while the gateway still reads the upstream
-    body's end (here held open for 1 s): the tokens and spend are booked all the same."""
+    body's end (here held open for 1 s): the tokens and spend are booked all the same, and the
+    request counts as answered, not cancelled: the client left after its last byte."""
     sim.script("m-first", default={"text": "a b c", "chunks": 3, "linger_s": 1.0})
     gw = gateway(chain(sim, sim2))
     with post_stream(gw, "first") as r:
@@ -249,3 +251,9 @@ def test_a_stream_is_booked_when_its_client_leaves_while_the_upstream_lingers(ga
     labels = {"provider": "a", "model": "first", "key": "anonymous"}
     assert until(lambda: gw.metric("router_tokens_total", **labels, kind="output")) == 3  # the usage sent
     assert gw.metric("router_spend_usd_total", **labels) > 0
+    assert until(lambda: gw.metric("router_requests_total", route="first", status="200")) == 1
+    assert gw.metric("router_requests_total", route="first", status="cancelled") == 0
+    assert gw.metric("router_upstream_requests_total", provider="a", model="first", status="200") == 1
+    assert gw.metric("router_upstream_requests_total", provider="a", model="first", status="cancelled") == 0
+    [line] = [json.loads(x) for x in gw.logs().splitlines() if '"event":"request"' in x]
+    assert line["status"] == 200 and "outcome" not in line

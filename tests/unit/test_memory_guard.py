@@ -1,11 +1,13 @@
 """Guards from the performance issue (the benchmark, not the tests, judges speed):
-per-request allocations do not grow over 2,000 requests, plain and streamed."""
+per-request allocations do not grow over 2,000 requests, plain and streamed, and a stream
+hands the event loop no async generator to track or finalize."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
 import logging
+import sys
 import tracemalloc
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -187,3 +189,51 @@ def test_the_collector_is_tuned_while_the_app_runs_and_restored_after(tmp_path: 
 
     assert asyncio.run(main()) == GC_THRESHOLDS != before
     assert gc.get_threshold() == before
+
+
+def test_a_stream_through_the_real_transport_leaves_no_async_generator_to_the_loop(tmp_path: Path) -> None:
+    """Each async generator costs the loop a hook on its first step, and one that is left
+    unfinished (a reader stopping at the end marker) a thread-safe wake-up and a task to close
+    it: the stream path uses iterator objects instead. Real aiohttp transport, real simulator
+    on loopback; the hooks are counted while streams run."""
+    from asgi_router.sim import SimServer
+
+    sim = SimServer().start()
+    try:
+        cfg = tmp_path / "router.toml"
+        cfg.write_text(
+            f'[server]\nwatch = false\n[providers.p]\napi = "openai"\nbase_url = "{sim.base_url}"\n'
+            'api_keys = []\n[models.m]\nprovider = "p"\nmodel = "m"\n'
+        )
+        app = App(Settings(cfg))
+        raw = orjson.dumps({"model": "m", "stream": True, "messages": [{"role": "user", "content": "hi"}]})
+        hooked: list[str] = []
+
+        async def main() -> None:
+            await app.startup()
+            first, final = sys.get_asyncgen_hooks()
+            assert first is not None and final is not None
+
+            def on_first(agen: Any) -> None:
+                hooked.append("first " + agen.ag_code.co_qualname)
+                first(agen)
+
+            def on_final(agen: Any) -> None:
+                hooked.append("finalized " + agen.ag_code.co_qualname)
+                final(agen)
+
+            sys.set_asyncgen_hooks(firstiter=on_first, finalizer=on_final)
+            try:
+                for _ in range(20):
+                    out = await _request(app, raw)
+                    assert out.endswith(b"data: [DONE]\n\n")
+                gc.collect()
+                await asyncio.sleep(0.05)
+            finally:
+                sys.set_asyncgen_hooks(firstiter=first, finalizer=final)
+                await app.shutdown()
+
+        asyncio.run(main())
+        assert hooked == []
+    finally:
+        sim.stop()

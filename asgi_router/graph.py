@@ -54,6 +54,10 @@ class Quirks:
     """True: repair role order the provider rejects (Mistral: no user right after tool)."""
     stream_tool_finish: bool = False
     """True: the provider ends streamed tool calls with ``stop``; report ``tool_calls``."""
+    thought_signatures: bool = False
+    """True: tool calls carry a signature (``extra_content.google.thought_signature``) that
+    must come back when they are replayed (Gemini 3). Anthropic clients keep it in the
+    ``tool_use`` id; it is restored for this provider and removed for any other."""
     context_length_markers: tuple[str, ...] = (
         "context_length_exceeded",
         "maximum context length",

@@ -135,6 +135,8 @@ PRESETS: Final[Mapping[str, Preset]] = MappingProxyType(
                 stream_usage="always",
                 # Streamed tool calls end with finish_reason "stop" ⚠️ (python-genai#2868).
                 stream_tool_finish=True,
+                # Gemini 3 rejects a replayed tool call without its thought signature ⚠️
+                thought_signatures=True,
                 # "The input token count (N) exceeds the maximum number of tokens allowed" ⚠️
                 context_length_markers=(
                     *Quirks().context_length_markers,

@@ -65,6 +65,13 @@ class ToolAnswer:
     name: str
     arguments: str
     pieces: tuple[str, ...]
+    thought_signature: str | None = None
+
+    def openai_extra(self) -> dict[str, Any]:
+        """Gemini's OpenAI layer: the signature on the call, for the client to replay."""
+        if self.thought_signature is None:
+            return {}
+        return {"extra_content": {"google": {"thought_signature": self.thought_signature}}}
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +137,8 @@ def _resolve_tool(step: Step, body: dict[str, Any], seq: int, *, anthropic: bool
     if name is None:
         return None
     call_id = call.id or (f"toolu_sim{seq:06d}" if anthropic else f"call_sim{seq:06d}")
-    return ToolAnswer(call_id, name, call.arguments, tuple(split_text(call.arguments, TOOL_ARGUMENT_PIECES)))
+    pieces = tuple(split_text(call.arguments, TOOL_ARGUMENT_PIECES))
+    return ToolAnswer(call_id, name, call.arguments, pieces, call.thought_signature)
 
 
 def _requested_tool(body: dict[str, Any]) -> str | None:
@@ -197,6 +205,7 @@ def openai_completion(a: Answer, *, with_usage: bool, finish: bool) -> dict[str,
                 "id": a.tool.id,
                 "type": "function",
                 "function": {"name": a.tool.name, "arguments": a.tool.arguments},
+                **a.tool.openai_extra(),
             }
         ]
     out: dict[str, Any] = {

@@ -166,6 +166,10 @@ def check(request: web.Request, kind: Kind, step: Step, body: Any) -> Rejection 
                 "invalid_request_error", f"{forbidden[0]}: Extra inputs are not permitted"
             )
         return 422, mistral_extra_forbidden(forbidden)
+    if kind == "chat" and step.require_thought_signatures:
+        missing = _unsigned_call(body["messages"])
+        if missing is not None:
+            return _reject(kind, 400, f"Function call is missing a thought_signature in {missing}.")
     if kind == "chat" and step.strict_params is True:
         broken = mistral_message_rules(body["messages"])
         if broken is not None:
@@ -205,6 +209,18 @@ def _forbidden(kind: Kind, step: Step, body: dict[str, Any]) -> list[str]:
 MESSAGE_FIELD = "messages[]."
 """``strict_params`` entries ``messages[].NAME`` refuse ``NAME`` on any message (Groq: ``name``)."""
 MISTRAL_TOOL_ID = re.compile(r"[a-zA-Z0-9]{9}")
+
+
+def _unsigned_call(messages: list[Any]) -> str | None:
+    """Where an assistant message replays a tool call without Gemini's thought signature."""
+    for i, m in enumerate(messages):
+        calls = m.get("tool_calls") if isinstance(m, dict) and m.get("role") == "assistant" else None
+        for j, call in enumerate(calls if isinstance(calls, list) else []):
+            extra = call.get("extra_content") if isinstance(call, dict) else None
+            google = extra.get("google") if isinstance(extra, dict) else None
+            if not (isinstance(google, dict) and isinstance(google.get("thought_signature"), str)):
+                return f"messages.{i}.tool_calls.{j}"
+    return None
 
 
 def mistral_message_rules(messages: list[Any]) -> Rejection | None:

@@ -72,6 +72,7 @@ class OpenAIStream:
                 "id": tool.id,
                 "type": "function",
                 "function": {"name": tool.name, "arguments": ""},
+                **tool.openai_extra(),
             }
             await self._chunk({"tool_calls": [head]})
         await self._chunk({"tool_calls": [{"index": 0, "function": {"arguments": tool.pieces[j]}}]})

@@ -10,8 +10,11 @@ Answer shape
     ``text`` (str)            the answer's content, split into ``chunks`` pieces of nearly equal
                               length. Default ``"Hello from <model>."``.
     ``chunks`` (int, 5)       number of content chunks in a stream (at most ``len(text)``).
-    ``tool_call``             ``{"name", "arguments" (object or raw string), "id"?}``: answer
-                              with this tool call (arguments streamed in 3 pieces), finish reason
+    ``tool_call``             ``{"name", "arguments" (object or raw string), "id"?,
+                              "thought_signature"?}``: answer with this tool call (arguments
+                              streamed in 3 pieces; a signature goes out as Gemini's OpenAI
+                              layer sends it, ``extra_content.google.thought_signature`` on the
+                              call and on the stream's first piece of it), finish reason
                               ``tool_calls`` / stop reason ``tool_use``. ``true``: call the
                               request's first tool (or the one ``tool_choice`` forces) with
                               ``{}``, only if the request has tools. Text is sent before the
@@ -54,6 +57,9 @@ Errors (answered in the endpoint's dialect)
     ``retry_after_ms``        → ``retry-after-ms``.
     ``headers``               extra response headers, on success and error responses alike.
     ``check_auth`` (str)      expected key in ``Authorization: Bearer`` or ``x-api-key``; else 401.
+    ``require_thought_signatures``  Gemini 3 on OpenAI paths: 400 "Function call is missing a
+                              thought_signature" when an assistant message replays a tool call
+                              without ``extra_content.google.thought_signature``.
     ``require_max_tokens``    400 when the request has no ``max_tokens`` (nor, on OpenAI paths,
                               ``max_completion_tokens``). Default: true on ``/v1/messages``
                               (Anthropic always requires it), false elsewhere.
@@ -131,6 +137,7 @@ class ToolCall:
     name: str | None  # None: the request's first tool (``tool_call: true``)
     arguments: str  # JSON text, possibly invalid on purpose
     id: str | None = None
+    thought_signature: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +188,7 @@ class Step:
     context_window: int | None = None
     strict_params: frozenset[str] | bool = False
     require_max_tokens: bool | None = None
+    require_thought_signatures: bool = False
     check_auth: str | None = None
 
     @property
@@ -249,14 +257,20 @@ def _tool_call(value: object) -> ToolCall | None:
         return ToolCall(name=None, arguments="{}")
     if not isinstance(value, dict):
         raise StepError(f"tool_call: expected an object or true, got {value!r}")
-    unknown = set(value) - {"name", "arguments", "id"}
+    unknown = set(value) - {"name", "arguments", "id", "thought_signature"}
     if unknown:
         raise StepError(f"tool_call: unknown fields {sorted(unknown)}")
     name = _str("tool_call.name", value.get("name"))
     args = value.get("arguments", {})
     arguments = args if isinstance(args, str) else _dumps(args)
     call_id = value.get("id")
-    return ToolCall(name, arguments, None if call_id is None else _str("tool_call.id", call_id))
+    sig = value.get("thought_signature")
+    return ToolCall(
+        name,
+        arguments,
+        None if call_id is None else _str("tool_call.id", call_id),
+        None if sig is None else _str("tool_call.thought_signature", sig),
+    )
 
 
 def _usage(value: object) -> Usage:
@@ -340,6 +354,7 @@ _PARSERS: dict[str, Any] = {
     "context_window": lambda v: _int("context_window", v, 1),
     "strict_params": _strict,
     "require_max_tokens": lambda v: _bool("require_max_tokens", v),
+    "require_thought_signatures": lambda v: _bool("require_thought_signatures", v),
     "check_auth": lambda v: _str("check_auth", v),
 }
 

@@ -5,6 +5,8 @@ Request (wire reference §3.4): ``system`` becomes a leading system message; use
 ``tool_result`` blocks become ``tool`` messages placed before the user message built from the
 remaining blocks (images inside a tool result follow as user image parts; ``is_error`` prefixes
 "Error: "); assistant ``tool_use`` blocks become ``tool_calls``; thinking blocks are dropped;
+a Gemini thought signature on a tool call rides in its ``tool_use`` id (``…__thought__`` +
+base64url) and goes back on the replayed call where ``quirks.thought_signatures`` says so;
 server tools (a tool ``type`` other than absent or ``"custom"``) are a 400. The result then
 goes through the OpenAI passthrough's edit (model, params, dropped/renamed params, message
 quirks, ``stream_options.include_usage`` where ``quirks.stream_usage`` says so).
@@ -36,8 +38,11 @@ from asgi_router.translate.common import (
     index_of,
     msg_id,
     parse_arguments,
+    signed_id,
+    split_signed_id,
     stop_reason,
     text_of,
+    thought_signature,
 )
 from asgi_router.translate.passthrough import ChunkFixer, build_openai_request
 from asgi_router.wire import anthropic as wire
@@ -64,7 +69,9 @@ def build_request(body: dict[str, Any], deployment: Deployment, *, stream: bool)
         raise BadRequest("messages must be a list", param="messages")
     out: dict[str, Any] = {
         "model": deployment.model,
-        "messages": convert_messages(body.get("system"), messages),
+        "messages": convert_messages(
+            body.get("system"), messages, signatures=deployment.provider.quirks.thought_signatures
+        ),
     }
     limit = body.get("max_tokens")
     cap = deployment.max_output_tokens
@@ -125,8 +132,9 @@ def _tool(tool: Any) -> dict[str, Any]:
     return {"type": "function", "function": fn}
 
 
-def convert_messages(system: Any, messages: list[Any]) -> list[dict[str, Any]]:
-    """Anthropic ``system`` and ``messages`` → OpenAI ``messages``."""
+def convert_messages(system: Any, messages: list[Any], *, signatures: bool = False) -> list[dict[str, Any]]:
+    """Anthropic ``system`` and ``messages`` → OpenAI ``messages``. ``signatures``: the
+    provider wants the thought signatures kept in ``tool_use`` ids back on its tool calls."""
     out: list[dict[str, Any]] = []
     system_text = text_of(system, "\n\n") if isinstance(system, list) else system
     if isinstance(system_text, str) and system_text:
@@ -138,7 +146,7 @@ def convert_messages(system: Any, messages: list[Any]) -> list[dict[str, Any]]:
         if role == "user":
             out.extend(_user_messages(content))
         elif role == "assistant":
-            out.append(_assistant_message(content))
+            out.append(_assistant_message(content, signatures))
         elif role == "system":  # newer SDKs' mid-conversation system blocks
             out.append({"role": "system", "content": text_of(content, "\n\n")})
         else:
@@ -199,10 +207,11 @@ def _tool_message(block: dict[str, Any], late_images: list[dict[str, Any]]) -> d
         text = content if isinstance(content, str) else ""
     if block.get("is_error"):
         text = "Error: " + text
-    return {"role": "tool", "tool_call_id": block.get("tool_use_id", ""), "content": text}
+    call_id, _ = split_signed_id(block.get("tool_use_id", ""))
+    return {"role": "tool", "tool_call_id": call_id, "content": text}
 
 
-def _assistant_message(content: Any) -> dict[str, Any]:
+def _assistant_message(content: Any, signatures: bool) -> dict[str, Any]:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     texts: list[str] = []
@@ -213,7 +222,11 @@ def _assistant_message(content: Any) -> dict[str, Any]:
             texts.append(block.get("text", ""))
         elif kind == "tool_use":
             fn = {"name": block.get("name", ""), "arguments": dump_arguments(block.get("input"))}
-            calls.append({"id": block.get("id", ""), "type": "function", "function": fn})
+            call_id, sig = split_signed_id(block.get("id", ""))
+            call: dict[str, Any] = {"id": call_id, "type": "function", "function": fn}
+            if sig is not None and signatures:
+                call["extra_content"] = {"google": {"thought_signature": sig}}
+            calls.append(call)
         # thinking / redacted_thinking / server tool blocks: no OpenAI form, dropped
     msg: dict[str, Any] = {"role": "assistant", "content": "".join(texts) if texts or not calls else None}
     if calls:
@@ -239,10 +252,11 @@ def anthropic_response(body: Any, *, model: str) -> dict[str, Any]:
         if not isinstance(call, dict):
             continue
         fn = as_dict(call.get("function"))
+        tool_id = anthropic_id(call.get("id"), "toolu_", f"{seed}:{i}")
         content.append(
             {
                 "type": "tool_use",
-                "id": anthropic_id(call.get("id"), "toolu_", f"{seed}:{i}"),
+                "id": signed_id(tool_id, thought_signature(call)),
                 "name": fn.get("name", ""),
                 "input": parse_arguments(fn.get("arguments")),
             }
@@ -269,11 +283,12 @@ def anthropic_error(status: int, body: bytes) -> bytes:
 
 
 class _Tool:
-    __slots__ = ("args", "block", "checked", "complete", "id", "name")
+    __slots__ = ("args", "block", "checked", "complete", "id", "name", "signature")
 
     def __init__(self, id_: Any, name: Any) -> None:
         self.id = id_
         self.name = name
+        self.signature: str | None = None
         self.args: list[str] = []
         self.block: int | None = None  # the Anthropic index once started
         self.checked = -1  # len(args) when ``complete`` was last computed
@@ -393,6 +408,8 @@ class AnthropicFromOpenAIStream:
         elif tool.block is None:
             tool.id = tool.id or frag.get("id")
             tool.name = tool.name or name
+        if tool.block is None:  # once the block started, its id went out
+            tool.signature = tool.signature or thought_signature(frag)
         args = fn.get("arguments")
         if isinstance(args, str) and args:
             if tool is self._open_tool:
@@ -414,7 +431,7 @@ class AnthropicFromOpenAIStream:
         seed = f"{self._msg_id}:{self._next}"
         block: dict[str, Any] = {
             "type": "tool_use",
-            "id": anthropic_id(tool.id, "toolu_", seed),
+            "id": signed_id(anthropic_id(tool.id, "toolu_", seed), tool.signature),
             "name": tool.name or "",
             "input": {},
         }

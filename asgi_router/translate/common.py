@@ -7,6 +7,7 @@ provider (the decision is made once per attempt, never per chunk).
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 from collections.abc import Mapping
@@ -109,6 +110,37 @@ def anthropic_id(raw: Any, prefix: str, seed: str) -> str:
     if isinstance(raw, str) and raw:
         return _BAD_ID_CHARS.sub("_", raw)
     return prefix + short_hash(seed, 10)
+
+
+THOUGHT_SEP = "__thought__"
+
+
+def thought_signature(call: Any) -> str | None:
+    """Gemini's signature on an OpenAI tool call (or a stream's piece of one), if any."""
+    extra = call.get("extra_content") if isinstance(call, dict) else None
+    google = extra.get("google") if isinstance(extra, dict) else None
+    sig = google.get("thought_signature") if isinstance(google, dict) else None
+    return sig if isinstance(sig, str) and sig else None
+
+
+def signed_id(tool_id: str, signature: str | None) -> str:
+    """A ``tool_use`` id carrying a thought signature (base64url, within Anthropic's id
+    characters), so that the client's replay of the call brings it back."""
+    if signature is None:
+        return tool_id
+    return tool_id + THOUGHT_SEP + base64.urlsafe_b64encode(signature.encode()).rstrip(b"=").decode()
+
+
+def split_signed_id(tool_id: Any) -> tuple[Any, str | None]:
+    """:func:`signed_id` undone: (the upstream's id, the signature or None)."""
+    if not isinstance(tool_id, str) or THOUGHT_SEP not in tool_id:
+        return tool_id, None
+    head, _, tail = tool_id.partition(THOUGHT_SEP)
+    try:
+        sig = base64.b64decode(tail + "=" * (-len(tail) % 4), altchars=b"-_", validate=True).decode()
+    except (ValueError, UnicodeDecodeError):  # not ours after all: leave the id as it is
+        return tool_id, None
+    return (head, sig) if sig else (tool_id, None)
 
 
 def chatcmpl_id(msg_id: Any) -> str:

@@ -15,6 +15,7 @@ import json
 from typing import Any, cast
 
 import anthropic
+import httpx
 import openai
 import pytest
 
@@ -546,3 +547,80 @@ def test_param_decisions_in_the_debug_log_name_their_request(gw, sim):
     )
     [line] = [x for x in log.lines("mis") if x["event"] == "param_renamed"]
     assert line.get("request_id") == "quirk-request-0001"
+
+
+# --- Gemini 3 thought signatures across dialects ---------------------------------------------------
+
+SIGNATURE = "CiQBcsjafD3x+/sig==\u00e9"  # base64's own characters, and one that is not
+SIGNED_CALL = {
+    "name": "get_weather",
+    "arguments": {"city": "Paris"},
+    "id": "call_g1",
+    "thought_signature": SIGNATURE,
+}
+WEATHER = {
+    "name": "get_weather",
+    "description": "Weather for a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_anthropic_client_keeps_geminis_thought_signature_through_a_tool_loop(gateway, sim, sim2, stream):
+    """Gemini 3 answers a tool call with a signature and refuses its replay without it (400).
+    An Anthropic client has no field for it: it rides in the tool_use id, and goes back on the
+    replayed call to the Gemini preset's provider; another provider gets the plain id."""
+    gw = gateway(
+        provider("gem", sim.base_url, preset="gemini")
+        + provider("plain", sim2.base_url)
+        + model("gemini", "gem", "gemini-3-pro")
+        + model("other", "plain", "m-other")
+    )
+    strict = {"require_thought_signatures": True}
+    sim.script(
+        "gemini-3-pro",
+        steps=[{**strict, "tool_call": SIGNED_CALL}, {**strict, "text": "Sunny."}],
+        default=strict,
+    )
+    c = gw.anthropic()
+    first_turn: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    kw: dict[str, Any] = {"model": "gemini", "max_tokens": 100, "tools": [WEATHER], "messages": first_turn}
+    if stream:
+        with c.messages.stream(**kw) as s:
+            answer = s.get_final_message()
+    else:
+        answer = c.messages.create(**kw)
+    [use] = [b for b in answer.content if b.type == "tool_use"]
+    assert use.id.startswith("call_g1__thought__") and use.input == {"city": "Paris"}
+    replay = [
+        *first_turn,
+        {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in answer.content]},
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": use.id, "content": "sunny, 21 C"}],
+        },
+    ]
+    second = c.messages.create(**{**kw, "messages": replay})
+    assert [b.text for b in second.content if b.type == "text"] == ["Sunny."]
+    sent = settled(sim, "gemini-3-pro")[1]["body"]["messages"]
+    [call] = sent[1]["tool_calls"]
+    assert call["id"] == "call_g1" and call["extra_content"] == {"google": {"thought_signature": SIGNATURE}}
+    assert sent[2] == {"role": "tool", "tool_call_id": "call_g1", "content": "sunny, 21 C"}
+
+    # the simulator plays Gemini 3 here: the same replay without the signature is refused
+    unsigned = [
+        *sent[:1],
+        {**sent[1], "tool_calls": [{k: v for k, v in call.items() if k != "extra_content"}]},
+    ]
+    r = httpx.post(
+        sim.base_url + "/chat/completions",
+        json={"model": "gemini-3-pro", "messages": [*unsigned, *sent[2:]]},
+        timeout=5,
+    )
+    assert r.status_code == 400 and "missing a thought_signature" in r.text
+
+    # the same history to a provider without the quirk: the upstream's own id, nothing extra
+    c.messages.create(**{**kw, "model": "other", "messages": replay})
+    sent = settled(sim2, "m-other")[0]["body"]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == "call_g1" and "extra_content" not in sent[1]["tool_calls"][0]
+    assert sent[2]["tool_call_id"] == "call_g1"

@@ -4,10 +4,13 @@ both translating state machines that no transcript shows."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from asgi_router.translate import common
 from asgi_router.translate.anthropic_to_openai import AnthropicToOpenAI
@@ -318,3 +321,21 @@ def test_openai_stream_error_event() -> None:
     assert orjson.loads(raw[len(b"data: ") :]) == {
         "error": {"message": "slow down", "type": "rate_limit_error", "param": None, "code": None}
     }
+
+
+@given(st.from_regex(r"[a-zA-Z0-9_-]{1,40}", fullmatch=True), st.text(min_size=1, max_size=300))
+def test_a_thought_signature_rides_in_a_tool_use_id_and_comes_back_whole(tool_id: str, sig: str) -> None:
+    signed = common.signed_id(tool_id, sig)
+    assert re.fullmatch(r"[a-zA-Z0-9_-]+", signed)  # still an id Anthropic accepts
+    if common.THOUGHT_SEP not in tool_id:
+        assert common.split_signed_id(signed) == (tool_id, sig)
+
+
+def test_ids_without_a_signature_are_left_alone() -> None:
+    assert common.signed_id("call_1", None) == "call_1"
+    assert common.split_signed_id("call_1") == ("call_1", None)
+    assert common.split_signed_id(None) == (None, None)
+    bad = "call_1" + common.THOUGHT_SEP + "%%%"  # not base64url: not ours
+    assert common.split_signed_id(bad) == (bad, None)
+    assert common.thought_signature({"extra_content": {"google": {"thought_signature": ""}}}) is None
+    assert common.thought_signature({"extra_content": {"google": {"thought_signature": "s"}}}) == "s"

@@ -624,3 +624,28 @@ def test_anthropic_client_keeps_geminis_thought_signature_through_a_tool_loop(ga
     sent = settled(sim2, "m-other")[0]["body"]["messages"]
     assert sent[1]["tool_calls"][0]["id"] == "call_g1" and "extra_content" not in sent[1]["tool_calls"][0]
     assert sent[2]["tool_call_id"] == "call_g1"
+
+
+def test_openai_client_gets_geminis_thought_signature_and_replays_it(gateway, sim):
+    """Same dialect: the signature reaches the OpenAI SDK on the tool call as Gemini sent it,
+    and the replayed history carries it back unchanged."""
+    gw = gateway(provider("gem", sim.base_url, preset="gemini") + model("gemini", "gem", "gemini-3-pro"))
+    strict = {"require_thought_signatures": True}
+    sim.script(
+        "gemini-3-pro", steps=[{**strict, "tool_call": SIGNED_CALL}], default={**strict, "text": "Sunny."}
+    )
+    c = gw.openai()
+    tool = {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER["input_schema"]}}
+    first: list[Any] = [{"role": "user", "content": "Weather in Paris?"}]
+    answer = c.chat.completions.create(model="gemini", messages=first, tools=[tool])
+    [call] = answer.choices[0].message.tool_calls or []
+    assert call.id == "call_g1" and (call.model_extra or {})["extra_content"] == {
+        "google": {"thought_signature": SIGNATURE}
+    }
+    replay = [
+        *first,
+        answer.choices[0].message.model_dump(exclude_none=True),
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ]
+    second = c.chat.completions.create(model="gemini", messages=replay, tools=[tool])
+    assert second.choices[0].message.content == "Sunny."

@@ -99,8 +99,8 @@ class LineSink:
     write: under load several requests finish per iteration (strace, 32 connections: 643
     writes for 2,260 request lines, where each line was a write and a flush). Nothing waits on
     a timer: the lines go out as soon as the iteration that logged them ends, warnings and
-    errors at once, and anything left at exit. Outside a running loop (a thread, the CLI) each line is written
-    straight away."""
+    errors at once, and anything left at exit. Outside a running loop (a thread, the CLI) each
+    line is written straight away."""
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file

@@ -17,7 +17,6 @@ import aiohttp
 from asgi_router.errors import UpstreamError, UpstreamKind
 from asgi_router.upstream.base import KEEPALIVE_S, UpstreamReply, UpstreamRequest, parse_retry_after
 
-READ_CHUNK = 65536
 DRAIN_TIMEOUT_S = 0.25
 
 

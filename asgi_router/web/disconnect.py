@@ -3,7 +3,9 @@
 Hypercorn (ASGI spec 2.1) does not cancel the application when a client disconnects; it puts
 ``http.disconnect`` on the request's receive channel. Once the body has been read, a small
 task waits on that channel and cancels the request task, so the upstream call (or every member
-of a race) stops at once and its connection closes instead of running on for nobody.
+of a race) stops at once and its connection closes instead of running on for nobody. A stream
+whose last byte went out (``Exchange.answered``) is not cancelled: what is left, reading the
+upstream body's end so the connection can be pooled, is the gateway's own work.
 
 The watcher starts only once a request has run for ``WATCH_AFTER_S``: a request answered
 sooner costs one timer instead of a task (the common case under load), and LLM calls, which
@@ -42,6 +44,8 @@ class CancelOnDisconnect:
         receive = self._ex.receive
         while (await receive())["type"] != "http.disconnect":
             pass
+        if self._ex.answered:  # it has its whole answer: closing the upstream is ours to finish
+            return
         self.gone = True
         self._task.cancel()
 
@@ -54,8 +58,7 @@ class CancelOnDisconnect:
         if kind is asyncio.CancelledError and self.gone:
             self._task.uncancel()
             ex = self._ex
-            if not ex.answered:  # else it had its whole answer: what was left was our own cleanup
-                ex.status = ex.status or 499  # 499: the client closed the request before any answer
-                ex.outcome = "cancelled"
+            ex.status = ex.status or 499  # 499: the client closed the request before any answer
+            ex.outcome = "cancelled"
             return True  # the client left: nothing more to do or say
         return False

@@ -96,7 +96,7 @@ async def _relay(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> Non
 
 async def _end(ex: Exchange, body: bytes) -> None:
     """The stream's last bytes. A client that hangs up after them has its whole answer: the
-    upstream's close that may follow (its body's end, up to a moment) is not a cancellation."""
+    disconnect watcher then lets the upstream's close (its body's end, up to a moment) finish."""
     await ex.send({"type": "http.response.body", "body": body, "more_body": False})
     ex.answered = True
 
@@ -126,7 +126,7 @@ def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:
     call.upstream_wait_s += cs.tally.upstream_wait_s
     dm = deployment_metrics(app.metrics, d)
     task = asyncio.current_task()
-    if task is not None and task.cancelling() and not ex.answered:  # the client left mid-stream
+    if task is not None and task.cancelling():  # the client left (or the server is stopping)
         app.metrics.upstream_requests.labels(d.provider.name, d.name, "cancelled").inc()
     elif ex.outcome is None:
         dm.ok.inc()

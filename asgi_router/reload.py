@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
 import structlog
 
 from asgi_router import config, logs
@@ -25,6 +24,7 @@ from asgi_router.metrics import Metrics
 from asgi_router.routing.execute import Executor
 from asgi_router.state.store import StateStore
 from asgi_router.upstream.pool import ProviderClient, UpstreamPool
+from asgi_router.wire.jsonbytes import dumps_kept
 
 log = structlog.get_logger("asgi_router.reload")
 WATCH_INTERVAL_S = 1.0
@@ -83,7 +83,7 @@ def models_body(graph: Graph, created: int) -> bytes:
         {"id": name, "object": "model", "created": created, "owned_by": "asgi-router"}
         for name in sorted(graph.nodes)
     ]
-    return orjson.dumps({"object": "list", "data": data})
+    return dumps_kept({"object": "list", "data": data})
 
 
 class GraphHolder:

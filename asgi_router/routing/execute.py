@@ -31,6 +31,7 @@ from asgi_router.upstream.base import UpstreamRequest
 from asgi_router.upstream.pool import ProviderClient
 from asgi_router.wire import anthropic as wire_anthropic
 from asgi_router.wire import openai as wire_openai
+from asgi_router.wire.jsonbytes import dumps_kept
 from asgi_router.wire.sse import SSEDecoder
 from asgi_router.wire.usage import Usage, cost
 
@@ -366,7 +367,7 @@ class Executor:
         translation = self._translate(d, call)
         req = client.request(
             call.paths[d.provider.api],
-            orjson.dumps(translation.upstream_body),
+            dumps_kept(translation.upstream_body),
             key_index,
             stream=stream,
             passed=call.passed_headers.get(d.provider.api),

@@ -266,3 +266,37 @@ def test_backoff_without_retry_after_doubles_per_key():
         waits.append(max(store.cooldown_remaining(f"da#k{i}", clock()) for i in range(2)))
         clock.t += 100
     assert waits == [1.0, 1.0, 2.0, 2.0]  # each key's own streak: 1 s, then 2 s
+
+
+def test_the_upstream_body_kept_for_the_call_is_its_own_size():
+    """orjson's buffer is not shrunk: a request body kept for a whole upstream call (a slow model,
+    a long stream) held 4 KiB for a 90-byte body and 32 KiB for a 3 KB one. The executor keeps a
+    right-sized copy; tracemalloc sees what the bytes really hold."""
+    import tracemalloc
+
+    ex, _, _, deps, transports = setup({"a": [200] * 200})
+    prompt = "word " * 600  # a 3 KB chat request
+    sent = transports["a"].sent
+
+    def request() -> Call:
+        body = {"model": "chat", "messages": [{"role": "user", "content": prompt}]}
+        return Call(
+            "chat", lambda d: OpenAIPassthrough(body, d, stream=False), {"openai": "/chat/completions"}, False
+        )
+
+    run(ex.call(deps["a"], request()))  # warm up: first-call caches are not the body
+    sent.clear()
+    tracemalloc.start()
+    try:
+        for _ in range(100):
+            run(ex.call(deps["a"], request()))
+        snapshot = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+    assert len(sent) == 100
+    size = len(sent[0].body)
+    assert 3000 < size < 3300
+    big = [t for t in snapshot.traces if t.size >= size]
+    # one block per kept body, each within a few bytes of the body's length
+    assert len(big) >= 100
+    assert all(t.size < size + 100 for t in big), sorted({t.size for t in big})[-5:]

@@ -34,7 +34,7 @@ metrics: graph
 limits: graph state
 spendlog: graph wire
 routing: graph state upstream wire translate.base metrics
-reload: config graph logs metrics routing state upstream
+reload: config graph logs metrics routing state upstream wire
 web: {GATEWAY} memory
 serve: graph config logs web
 demo: sim serve web config

@@ -72,14 +72,26 @@ def direct(upstream: FakeUpstream) -> Contender:
 
 
 def floor(workdir: Path, upstream: FakeUpstream, cpus: str | None) -> Contender:
+    """Starlette + httpx on hypercorn: issue 6's "floor for Python"."""
+    return _passthrough("floor", "passthrough_floor.py", workdir, upstream, cpus)
+
+
+def stack(workdir: Path, upstream: FakeUpstream, cpus: str | None) -> Contender:
+    """Raw ASGI + aiohttp on hypercorn and uvloop: the least asgi-router's own stack adds."""
+    return _passthrough("stack", "passthrough_stack.py", workdir, upstream, cpus)
+
+
+def _passthrough(
+    name: str, script: str, workdir: Path, upstream: FakeUpstream, cpus: str | None
+) -> Contender:
     port = free_port()
-    argv = [sys.executable, str(HERE / "passthrough_floor.py"), "--port", str(port)]
-    for name, base in configs.MODELS.items():
-        argv += ["--route", f"{name}={upstream.url}{base}"]
-    proc = start("floor", argv, cpus, workdir / "floor.log", env=child_env())
+    argv = [sys.executable, str(HERE / script), "--port", str(port)]
+    for model, base in configs.MODELS.items():
+        argv += ["--route", f"{model}={upstream.url}{base}"]
+    proc = start(name, argv, cpus, workdir / f"{name}.log", env=child_env(), cwd=HERE)
     base_url = f"http://127.0.0.1:{port}"
     wait_http(base_url + "/", proc, timeout_s=30)
-    return Contender("floor", proxy_targets(base_url), proc, proc.pid)
+    return Contender(name, proxy_targets(base_url), proc, proc.pid)
 
 
 def router_argv() -> list[str]:

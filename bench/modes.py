@@ -271,7 +271,7 @@ def _mib(n: int) -> float:
 
 def memory(run: Runner) -> dict[str, Any]:
     args = run.args
-    names = [n for n in ("asgi-router", "floor") if not args.only_set or n in args.only_set]
+    names = [n for n in ("asgi-router", "stack", "floor") if not args.only_set or n in args.only_set]
     if "asgi-router" in names:  # also on glibc's allocator: the operator's trade-off (README)
         names.insert(1, MALLOC_VARIANT)
     log("")
@@ -293,6 +293,8 @@ def _memory_one(run: Runner, name: str) -> dict[str, Any]:
     try:
         if name == "floor":
             c = contenders.floor(run.workdir, run.upstream, run.gateway_cpu)
+        elif name == "stack":
+            c = contenders.stack(run.workdir, run.upstream, run.gateway_cpu)
         elif name == MALLOC_VARIANT:
             env = {"PYTHONMALLOC": "malloc"}
             c = contenders.router(

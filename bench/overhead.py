@@ -54,7 +54,7 @@ from procs import (
 HERE = Path(__file__).resolve().parent
 GATEWAY_CPU = "0"
 LOADGEN_CPU = "1"
-ORDER = ["direct", "asgi-router", "floor", "litellm"]
+ORDER = ["direct", "asgi-router", "stack", "floor", "litellm"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -193,6 +193,8 @@ def start_contender(run: Runner, name: str) -> Contender:
         return contenders.direct(run.upstream)
     if name == "floor":
         return contenders.floor(run.workdir, run.upstream, run.gateway_cpu)
+    if name == "stack":
+        return contenders.stack(run.workdir, run.upstream, run.gateway_cpu)
     if name == "asgi-router":
         return contenders.router(run.workdir, run.upstream, run.gateway_cpu)
     if name == "litellm":
@@ -312,7 +314,7 @@ def comparison(run: Runner, doc: dict[str, Any]) -> None:
             if c.proc is not None:
                 stop(c.proc)
     present = [n for n in ORDER if info.get(n, {}).get("rounds")]
-    summary = report.summarize(info, ("direct", "floor", "litellm"))
+    summary = report.summarize(info, ("direct", "stack", "floor", "litellm"))
     doc["summary"] = summary
     log("")
     log(

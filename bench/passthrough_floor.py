@@ -74,7 +74,7 @@ def create_app(routes: Mapping[str, str]) -> Starlette:
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])], lifespan=lifespan)
 
 
-async def _serve(app: Starlette, port: int) -> None:
+async def _serve(app: Any, port: int) -> None:
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
     config.backlog = 4096
@@ -87,7 +87,7 @@ async def _serve(app: Starlette, port: int) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await serve(app, config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+    await serve(app, config, shutdown_trigger=stop.wait)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,15 +96,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--route", action="append", default=[], help="MODEL=BASE_URL (repeatable)")
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     args = parser.parse_args(argv)
-    routes = dict(r.split("=", 1) for r in args.route)
-    app = create_app(routes)
-    if args.loop == "uvloop":
+    run(create_app(dict(r.split("=", 1) for r in args.route)), args.port, args.loop)
+    return 0
+
+
+def run(app: Any, port: int, loop: str) -> None:
+    """Serve ``app`` (any ASGI app) on 127.0.0.1:``port`` under hypercorn until SIGTERM/SIGINT."""
+    if loop == "uvloop":
         import uvloop
 
-        uvloop.run(_serve(app, args.port))
+        uvloop.run(_serve(app, port))
     else:
-        asyncio.run(_serve(app, args.port))
-    return 0
+        asyncio.run(_serve(app, port))
 
 
 if __name__ == "__main__":

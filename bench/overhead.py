@@ -1,4 +1,4 @@
-"""Issue 6's fixed-method overhead benchmark: asgi-router against direct, the floor and LiteLLM.
+"""Issue 6's fixed-method overhead benchmark: asgi-router against direct, the stack, the floor, LiteLLM.
 
 Method: a fast fake upstream (nginx + echo, one worker) and the load generator (wrk, one
 thread) share core 1; each contender runs alone on core 0 (one worker). Before any load every
@@ -7,7 +7,7 @@ rounds, each contender gets: plain req/s and streams/s (20 content chunks) at --
 CPU µs per request from /proc (its whole process tree, before/after the load), latency p50/p99
 at 1 and 8 connections against the upstream delayed by --delay-ms (minus direct's, same round),
 time to first token on the delayed stream (minus direct's), and RSS after start and at the end.
-Ratios to direct, the floor and LiteLLM are computed within each round, then the median.
+Ratios to direct, the stack, the floor and LiteLLM are computed within each round, then the median.
 
 Usually run through ``bench/run.sh`` (installs nginx, the echo module and wrk if missing).
 """

@@ -84,19 +84,22 @@ class _IdleTimer:
 
     def __init__(self) -> None:
         self._handle: asyncio.TimerHandle | None = None
+        self._idle: _IdleConnections | None = None
 
     async def restart(self, task_group: Any, action: Any) -> None:
         """``action`` is the connection's bound ``TCPServer._idle_timeout``: its server is the
-        connection to watch."""
+        connection to watch (the same for the connection's life, so looked up once)."""
         self._disarm()
-        server = action.__self__
-        self._server, self._group = server, task_group
-        self._idle = _IdleConnections.of(server.context)
-        if self._idle.terminated:
+        idle = self._idle
+        if idle is None:
+            self._server, self._group = action.__self__, task_group
+            idle = self._idle = _IdleConnections.of(self._server.context)
+        if idle.terminated:
             self._close()
             return
+        server = self._server
         self._handle = server.loop.call_later(server.config.keep_alive_timeout, self._expire)
-        self._idle.armed.add(self)
+        idle.armed.add(self)
 
     async def stop(self) -> None:
         self._disarm()
@@ -105,11 +108,11 @@ class _IdleTimer:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
-            self._idle.armed.discard(self)
+            self._idle.armed.discard(self)  # type: ignore[union-attr]  # set before arming
 
     def _expire(self) -> None:
         self._handle = None
-        self._idle.armed.discard(self)
+        self._idle.armed.discard(self)  # type: ignore[union-attr]  # set before arming
         self._close()
 
     def _close(self) -> None:

@@ -3,16 +3,22 @@
 Label children are resolved once per graph (:meth:`Metrics.bind`) and kept on small per-route
 and per-deployment objects, so a request increments pre-made children instead of calling
 ``labels()``; label sets are pre-created so dashboards show 0 rather than "no data".
+
+Under ``serve --workers N`` each worker writes its values to prometheus_client's per-process
+files (multiprocess mode), through :func:`buffer_multiprocess_values`: see there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, values
 from prometheus_client.exposition import generate_latest
+from prometheus_client.mmap_dict import MmapedDict, mmap_key
 
 from asgi_router.graph import Deployment, Fallback, Graph, Race, leaves
 
@@ -208,6 +214,8 @@ class Metrics:
         if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # serve --workers N: every worker's values
             from prometheus_client import multiprocess
 
+            flush_values()  # this worker's own, up to this moment
+
             registry = CollectorRegistry()
             multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
             return generate_latest(registry)
@@ -226,3 +234,152 @@ def deployment_metrics(metrics: Metrics, d: Deployment) -> DeploymentMetrics:
             metrics.cooldown_active.labels(d.provider.name, d.name),
         )
     return dm
+
+
+# -- serve --workers N: buffered multiprocess values ---------------------------------------------
+
+FLUSH_S = 0.1
+
+
+class _Files:
+    """One worker's value files (one per metric type and gauge mode, named as prometheus_client
+    names them, so its MultiProcessCollector and mark_process_dead work unchanged) and the
+    values changed since they were last written."""
+
+    def __init__(self, directory: str, pid: int, interval_s: float) -> None:
+        self.directory = directory
+        self.pid = pid
+        self.interval_s = interval_s
+        self.lock = threading.Lock()
+        self.files: dict[str, MmapedDict] = {}
+        self.dirty: list[_BufferedValue] = []
+        self.scheduled = False
+
+    def file(self, prefix: str) -> MmapedDict:
+        f = self.files.get(prefix)
+        if f is None:
+            path = os.path.join(self.directory, f"{prefix}_{self.pid}.db")
+            f = self.files[prefix] = MmapedDict(path)  # type: ignore[no-untyped-call]
+        return f
+
+    def mark(self, value: _BufferedValue) -> None:
+        """``value`` changed (lock held): written within ``interval_s`` from the event loop,
+        or at once when there is none (a thread, the CLI)."""
+        self.dirty.append(value)
+        if self.scheduled:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self._write()
+            return
+        self.scheduled = True
+        loop.call_later(self.interval_s, self.flush)
+
+    def flush(self) -> None:
+        with self.lock:
+            self.scheduled = False
+            self._write()
+
+    def close(self) -> None:
+        self.flush()
+        with self.lock:
+            for f in self.files.values():
+                f.close()  # type: ignore[no-untyped-call]
+            self.files.clear()
+
+    def _write(self) -> None:
+        for v in self.dirty:
+            v.dirty = False
+            v.file.write_value(v.key, v.value, v.timestamp)  # type: ignore[no-untyped-call]
+        self.dirty.clear()
+
+
+class _BufferedValue:
+    """prometheus_client's value interface (what its Counter, Gauge and Histogram children
+    hold), kept in memory and written to the worker's file by :class:`_Files`."""
+
+    _multiprocess = True
+    files: ClassVar[_Files]
+    __slots__ = ("dirty", "file", "key", "timestamp", "value")
+    dirty: bool
+    file: MmapedDict
+    key: str
+    timestamp: float
+    value: float
+
+    def __init__(
+        self,
+        typ: str,
+        metric_name: str,
+        name: str,
+        labelnames: Any,
+        labelvalues: Any,
+        help_text: str,
+        multiprocess_mode: str = "",
+        **_: Any,
+    ) -> None:
+        prefix = f"{typ}_{multiprocess_mode}" if typ == "gauge" else typ
+        with self.files.lock:
+            self.file = self.files.file(prefix)
+            self.key = mmap_key(metric_name, name, labelnames, labelvalues, help_text)
+            # creates the entry at 0: a pre-created label set shows in every worker's scrape
+            self.value, self.timestamp = self.file.read_value(self.key)  # type: ignore[no-untyped-call]
+        self.dirty = False
+
+    def inc(self, amount: float) -> None:
+        files = self.files
+        with files.lock:
+            self.value += amount
+            self.timestamp = 0.0
+            if not self.dirty:
+                self.dirty = True
+                files.mark(self)
+
+    def set(self, value: float, timestamp: float | None = None) -> None:
+        files = self.files
+        with files.lock:
+            self.value = value
+            self.timestamp = timestamp or 0.0
+            if not self.dirty:
+                self.dirty = True
+                files.mark(self)
+
+    def get(self) -> float:
+        return self.value
+
+    def set_exemplar(self, exemplar: Any) -> None:  # none in multiprocess mode (as upstream)
+        return None
+
+    def get_exemplar(self) -> None:
+        return None
+
+
+_files: list[_Files | None] = [None]
+
+
+def buffer_multiprocess_values(interval_s: float = FLUSH_S) -> None:
+    """Make this process's metric values write to its multiprocess file at most every
+    ``interval_s`` instead of on every change. Call it in a worker before any metric exists.
+
+    prometheus_client's multiprocess value takes a lock, checks the pid and packs the new float
+    into the mmap file on every change: 1.0-1.3 µs a counter ``inc`` and 2 µs a histogram
+    ``observe`` against 0.3 and 0.7 µs in one process, some 9 µs more per plain request (ten
+    changes) than one worker, in process. Buffered, a change costs what it does in one process,
+    and each changed value is written once per interval. A scrape writes the serving worker's
+    own values first; another worker's are at most ``interval_s`` old, and a worker killed
+    outright loses its last ``interval_s`` of counts (one stopped properly writes them:
+    :func:`flush_values`).
+    Workers are spawned, never forked after this, so unlike prometheus_client's class this one
+    need not watch for a changed pid.
+    """
+    directory = os.environ["PROMETHEUS_MULTIPROC_DIR"]
+    files = _files[0] = _Files(directory, os.getpid(), interval_s)
+    values.ValueClass = type("BufferedValue", (_BufferedValue,), {"files": files, "__slots__": ()})
+
+
+def flush_values() -> None:
+    """Write the values changed since the last write (a no-op without buffering)."""
+    files = _files[0]
+    if files is not None:
+        files.flush()

@@ -32,7 +32,7 @@ from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.asyncio.run import worker_serve
 from hypercorn.config import Config, Sockets
 
-from asgi_router import logs
+from asgi_router import logs, metrics
 from asgi_router.graph import Graph
 from asgi_router.web.app import App, Settings
 
@@ -241,6 +241,7 @@ def _worker(
     log_format: str,
 ) -> None:
     logs.configure(log_level, log_format)
+    metrics.buffer_multiprocess_values()  # before the app makes its metrics
     app = App(Settings(Path(config_path), last_good=Path(last_good)))
     try:
         # the app's startup compiles the file, or the last good text its siblings left when
@@ -252,6 +253,7 @@ def _worker(
         log.error("worker_start_failed", pid=os.getpid(), note="no configuration compiles (see above)")
         raise SystemExit(3) from None
     finally:
+        metrics.flush_values()
         logs.flush()
 
 

@@ -36,7 +36,7 @@ spendlog: graph wire
 routing: graph state upstream wire translate.base metrics
 reload: config graph logs metrics routing state upstream wire
 web: {GATEWAY} memory
-serve: graph config logs web
+serve: graph config logs metrics web
 demo: sim serve web config
 cli: {GATEWAY} serve demo
 __main__: cli

@@ -160,6 +160,10 @@ class AiohttpTransport:
         )
         self._session = aiohttp.ClientSession(
             connector=self._connector,
+            # No cookies: the gateway is stateless, one client's upstream cookies never go
+            # with another's request. Providers behind Cloudflare (api.openai.com) set two on
+            # every answer; a cookie jar parsed them per response and matched them per request.
+            cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=True,
             skip_auto_headers=("User-Agent",),
             json_serialize=lambda _: "",  # never used: bodies are bytes we encoded ourselves

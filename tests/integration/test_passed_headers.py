@@ -34,3 +34,30 @@ def test_anthropic_beta_reaches_anthropic_upstreams_only(gateway, sim, sim2):
     )
     assert r.status_code == 200
     assert "anthropic-beta" not in sim.log("m-claude")[1]["headers"]
+
+
+def test_an_upstreams_cookies_never_go_back_upstream(gateway, sim):
+    """api.openai.com answers with Cloudflare's Set-Cookie (``__cf_bm``, ``_cfuvid``). The
+    gateway keeps no cookie jar: what one client's request got never rides on the next one's.
+    The provider is named by host name, as a real one is (an HTTP cookie jar ignores cookies
+    from a bare IP address)."""
+    cookies = "__cf_bm=AbCdEf0123456789-1733100000-1.0.1.1-XyZ; path=/; HttpOnly; SameSite=None"
+    sim.script("m-cookie", default={"headers": {"set-cookie": cookies}})
+    keys = {"A": "sk-team-a-0123456789", "B": "sk-team-b-0123456789"}
+    gw = gateway(
+        provider("oa", f"http://localhost:{sim.port}/v1")
+        + model("gpt", "oa", "m-cookie")
+        + '[keys.team-a]\nkey = "env:A"\n[keys.team-b]\nkey = "env:B"\n',
+        env=keys,
+    )
+    for key, stream in (("A", False), ("B", False), ("A", True), ("B", True)):
+        r = gw.post(
+            "/v1/chat/completions",
+            json={"model": "gpt", "messages": MSG, "stream": stream},
+            headers={"authorization": f"Bearer {keys[key]}"},
+        )
+        assert r.status_code == 200, r.text
+        assert "set-cookie" not in r.headers  # nor does it reach the client
+    sent = [rec["headers"] for rec in sim.log("m-cookie")]
+    assert len(sent) == 4
+    assert not [h for h in sent if "cookie" in {k.lower() for k in h}], sent

@@ -30,19 +30,19 @@ def mp_dir(tmp_path, monkeypatch):
     files, metrics._files[0] = metrics._files[0], None
     if files is not None:
         files.close()
-    values.close_all_multiprocess_files()  # type: ignore[no-untyped-call]
+    values.close_all_multiprocess_files()
 
 
 def on_disk(directory: Path) -> bytes:
     """What any worker's scrape reads: every file in the directory, nothing flushed first."""
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    MultiProcessCollector(registry, path=str(directory))
     return generate_latest(registry)
 
 
 def served(directory: Path) -> float | None:
     registry = CollectorRegistry()
-    MultiProcessCollector(registry, path=str(directory))  # type: ignore[no-untyped-call]
+    MultiProcessCollector(registry, path=str(directory))
     return registry.get_sample_value("router_requests_total", {"route": "chat", "status": "200"})
 
 

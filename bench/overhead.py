@@ -31,6 +31,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import calibrate
 import clients
 import contenders
 import modes
@@ -428,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
             upstream = start_fake_upstream(workdir, cpus[1], args.delay_ms, args.drip_ms)
             run = Runner(args, workdir, upstream, cpus)
             log(f"fake upstream: nginx on {upstream.url} (core {run.loadgen_cpu}); work dir {workdir}")
+            speed = doc["machine_speed_us"] = {"start": calibrate.on_cpu(run.gateway_cpu)}
+            log(f"machine speed (bench/calibrate.py, lower is faster): {calibrate.text(speed['start'])}")
             steps: list[tuple[str, Callable[[], Any]]] = []
             if args.main or not (args.config_scale or args.memory):
                 steps.append(("comparison", lambda: comparison(run, doc)))
@@ -439,6 +442,11 @@ def main(argv: list[str] | None = None) -> int:
                 out = step()
                 if out is not None:
                     doc[key] = out
+            speed["end"] = calibrate.on_cpu(run.gateway_cpu)
+            log(
+                f"\nmachine speed at the start {calibrate.text(speed['start'])},"
+                f" at the end {calibrate.text(speed['end'])}"
+            )
     except KeyboardInterrupt:
         log("\ninterrupted: stopping everything this run started")
         doc["interrupted"] = True

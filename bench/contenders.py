@@ -76,16 +76,25 @@ def floor(workdir: Path, upstream: FakeUpstream, cpus: str | None) -> Contender:
     return _passthrough("floor", "passthrough_floor.py", workdir, upstream, cpus)
 
 
-def stack(workdir: Path, upstream: FakeUpstream, cpus: str | None) -> Contender:
-    """Raw ASGI + aiohttp on hypercorn and uvloop: the least asgi-router's own stack adds."""
-    return _passthrough("stack", "passthrough_stack.py", workdir, upstream, cpus)
+def stack(
+    workdir: Path, upstream: FakeUpstream, cpus: str | None, processes: int = 1, name: str = "stack"
+) -> Contender:
+    """Raw ASGI + aiohttp on hypercorn and uvloop: the least asgi-router's own stack adds.
+    ``processes``: that many serving the port (``--scaling``)."""
+    extra = ["--processes", str(processes)] if processes != 1 else []
+    return _passthrough(name, "passthrough_stack.py", workdir, upstream, cpus, extra)
 
 
 def _passthrough(
-    name: str, script: str, workdir: Path, upstream: FakeUpstream, cpus: str | None
+    name: str,
+    script: str,
+    workdir: Path,
+    upstream: FakeUpstream,
+    cpus: str | None,
+    extra: list[str] | None = None,
 ) -> Contender:
     port = free_port()
-    argv = [sys.executable, str(HERE / script), "--port", str(port)]
+    argv = [sys.executable, str(HERE / script), "--port", str(port), *(extra or [])]
     for model, base in configs.MODELS.items():
         argv += ["--route", f"{model}={upstream.url}{base}"]
     proc = start(name, argv, cpus, workdir / f"{name}.log", env=child_env(), cwd=HERE)

@@ -50,67 +50,85 @@ def _median(values: list[float]) -> float | None:
 
 
 def scaling(run: Runner) -> dict[str, Any]:
-    """asgi-router --workers 1 vs --workers 2, gateway, wrk and nginx all free on both cores.
+    """asgi-router --workers 1 vs --workers 2, gateway, wrk and nginx all free on both cores;
+    and beside it, in the same rounds, the stack passthrough in one process vs two.
 
     On a 2-core box the load generator and the upstream take their share of the second core
-    too, so this is "what the box delivers", paired per round. Streams are loaded twice: from
-    the upstream that writes each stream at once (nginx ~31 µs per stream; the judged figure,
-    as the harness takes least from the gateway's cores) and from the event-by-event one of
-    the main comparison (nginx ~124 µs per stream), shown beside it.
+    too, so this is "what the box delivers", paired per round; the stack's own ratio shows what
+    the harness leaves to any gateway on this stack. Streams are loaded twice: from the
+    upstream that writes each stream at once (nginx ~31 µs per stream; the judged figure, as
+    the harness takes least from the gateway's cores) and from the event-by-event one of the
+    main comparison (nginx ~124 µs per stream), shown beside it (asgi-router only).
     """
     args = run.args
     log("")
-    log("== scaling: asgi-router --workers 1 vs --workers 2; gateway, wrk and nginx on both cores ==")
+    log(
+        "== scaling: asgi-router --workers 1 vs --workers 2, the stack in 1 vs 2 processes;"
+        " gateway, wrk and nginx on both cores =="
+    )
     all_cpus: str | None = "0,1" if run.loadgen_cpu is not None else None
     set_tree_affinity(run.upstream.proc.pid, {0, 1})
     started: list[Contender] = []
     try:
-        cs: dict[int, Contender] = {}
-        for workers in (1, 2):
+        cs: dict[str, Contender] = {}
+        for key, n in (("w1", 1), ("w2", 2), ("s1", 1), ("s2", 2)):
             try:
-                c = contenders.router(
-                    run.workdir, run.upstream, all_cpus, workers=workers, name=f"asgi-router-w{workers}"
-                )
+                if key[0] == "w":
+                    c = contenders.router(
+                        run.workdir, run.upstream, all_cpus, workers=n, name=f"asgi-router-w{n}"
+                    )
+                else:
+                    c = contenders.stack(run.workdir, run.upstream, all_cpus, processes=n, name=f"stack-p{n}")
             except StartError as exc:
                 log(f"  SKIP scaling: {exc}")
                 return {"status": "skipped", "reason": str(exc)}
             started.append(c)
             problems, _ = clients.check(c.targets)
             if problems:
-                log(f"  SKIP scaling: --workers {workers} answers wrong: {problems[:3]}")
+                log(f"  SKIP scaling: {c.name} answers wrong: {problems[:3]}")
                 return {"status": "skipped", "reason": "wrong answers", "problems": problems}
-            cs[workers] = c
+            cs[key] = c
         conns = max(64, 2 * args.connections)
         rounds: list[dict[str, Any]] = []
+        order = ["w1", "w2", "s1", "s2"]
         for r in range(args.rounds):
             rnd: dict[str, Any] = {}
-            for workers in (1, 2) if r % 2 == 0 else (2, 1):
-                c = cs[workers]
-                rnd[f"w{workers}"] = {}
+            for key in order[r % 4 :] + order[: r % 4]:
+                c = cs[key]
+                rnd[key] = {}
                 burst = c.targets.burst_stream
                 assert burst is not None
-                loads = (("plain", c.targets.plain), ("stream", burst), ("stream_flushed", c.targets.stream))
+                loads = [("plain", c.targets.plain), ("stream", burst)]
+                if key[0] == "w":
+                    loads.append(("stream_flushed", c.targets.stream))
                 for kind, ep in loads:
                     body = ep.body(kind != "plain")
                     run.load(c, kind, ep.url, body, conns, 1, cpus=all_cpus)
-                    rnd[f"w{workers}"][kind] = run.load(c, kind, ep.url, body, conns, args.duration, all_cpus)
+                    rnd[key][kind] = run.load(c, kind, ep.url, body, conns, args.duration, all_cpus)
             rounds.append(rnd)
-            w1, w2 = rnd["w1"], rnd["w2"]
+            w1, w2, s1, s2 = rnd["w1"], rnd["w2"], rnd["s1"], rnd["s2"]
             log(
                 f"  round {r + 1}: plain {w1['plain']['rps']:,.0f} → {w2['plain']['rps']:,.0f} req/s,"
                 f" streams {w1['stream']['rps']:,.0f} → {w2['stream']['rps']:,.0f}/s"
-                f" (event by event {w1['stream_flushed']['rps']:,.0f} → {w2['stream_flushed']['rps']:,.0f}/s)"
+                f" (event by event {w1['stream_flushed']['rps']:,.0f}"
+                f" → {w2['stream_flushed']['rps']:,.0f}/s);"
+                f" the stack: plain {s1['plain']['rps']:,.0f} → {s2['plain']['rps']:,.0f},"
+                f" streams {s1['stream']['rps']:,.0f} → {s2['stream']['rps']:,.0f}"
             )
         out: dict[str, Any] = {"status": "ok", "connections": conns, "rounds": rounds}
-        for kind in ("plain", "stream", "stream_flushed"):
-            ratios = [
-                rnd["w2"][kind]["rps"] / rnd["w1"][kind]["rps"] for rnd in rounds if rnd["w1"][kind]["rps"]
-            ]
-            out[f"ratio_{kind}"] = _median(ratios)
+        for prefix, one, two, kinds in (
+            ("ratio", "w1", "w2", ("plain", "stream", "stream_flushed")),
+            ("stack_ratio", "s1", "s2", ("plain", "stream")),
+        ):
+            for kind in kinds:
+                pairs = [(rnd[one][kind]["rps"], rnd[two][kind]["rps"]) for rnd in rounds]
+                ratios = [b / a for a, b in pairs if a]
+                out[f"{prefix}_{kind}"] = _median(ratios)
         log(
-            f"  --workers 2 / --workers 1 (median of per-round ratios): plain {out['ratio_plain']:.2f}x,"
-            f" streams {out['ratio_stream']:.2f}x (issue 6 wants ≥ 1.7x);"
-            f" streams from the event-by-event upstream {out['ratio_stream_flushed']:.2f}x"
+            f"  2 / 1 (median of per-round ratios): asgi-router plain {out['ratio_plain']:.2f}x,"
+            f" streams {out['ratio_stream']:.2f}x (issue 6 wants ≥ 1.7x), streams from the"
+            f" event-by-event upstream {out['ratio_stream_flushed']:.2f}x; the stack alone"
+            f" plain {out['stack_ratio_plain']:.2f}x, streams {out['stack_ratio_stream']:.2f}x"
         )
         return out
     finally:

@@ -74,9 +74,12 @@ def create_app(routes: Mapping[str, str]) -> Starlette:
     return Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])], lifespan=lifespan)
 
 
-async def _serve(app: Any, port: int) -> None:
+async def _serve(app: Any, port: int, reuse_port: bool = False) -> None:
     config = Config()
     config.bind = [f"127.0.0.1:{port}"]
+    # hypercorn sets SO_REUSEPORT on the sockets it makes when told of several workers: several
+    # processes running this bind the same port and the kernel spreads connections over them
+    config.workers = 2 if reuse_port else 1
     config.backlog = 4096
     config.accesslog = None
     config.errorlog = "-"
@@ -100,14 +103,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run(app: Any, port: int, loop: str) -> None:
-    """Serve ``app`` (any ASGI app) on 127.0.0.1:``port`` under hypercorn until SIGTERM/SIGINT."""
+def run(app: Any, port: int, loop: str, reuse_port: bool = False) -> None:
+    """Serve ``app`` (any ASGI app) on 127.0.0.1:``port`` under hypercorn until SIGTERM/SIGINT;
+    ``reuse_port``: beside other processes serving the same port."""
     if loop == "uvloop":
         import uvloop
 
-        uvloop.run(_serve(app, port))
+        uvloop.run(_serve(app, port, reuse_port))
     else:
-        asyncio.run(_serve(app, port))
+        asyncio.run(_serve(app, port, reuse_port))
 
 
 if __name__ == "__main__":

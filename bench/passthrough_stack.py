@@ -12,6 +12,10 @@ asgi-router does once idle after traffic: collects garbage and calls glibc's ``m
 
     python bench/passthrough_stack.py --port 4101 \\
         --route bench-plain=http://127.0.0.1:8080/plain/v1 --route ...
+
+``--processes 2`` serves the port from two processes (SO_REUSEPORT, as ``asgi-router serve
+--workers 2`` does): the benchmark's ``--scaling`` measures what two processes of the bare stack
+reach on the same harness, beside asgi-router's two workers.
 """
 
 from __future__ import annotations
@@ -20,12 +24,16 @@ import argparse
 import asyncio
 import ctypes
 import gc
+import signal
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import aiohttp
 import orjson
 from passthrough_floor import run
+from procs import die_with_parent
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -115,8 +123,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--route", action="append", default=[], help="MODEL=BASE_URL (repeatable)")
+    parser.add_argument(
+        "--processes", type=int, default=1, help="processes on the port (1; 0: one of several)"
+    )
     args = parser.parse_args(argv)
-    run(StackPassthrough(dict(r.split("=", 1) for r in args.route)), args.port, "uvloop")
+    app = StackPassthrough(dict(r.split("=", 1) for r in args.route))
+    if args.processes == 1:
+        run(app, args.port, "uvloop")
+        return 0
+    # this process serves too; the others are its children (--processes 0), stopped with it
+    argv = [sys.executable, __file__, "--port", str(args.port), "--processes", "0"]
+    argv += [f"--route={r}" for r in args.route]
+    others = [subprocess.Popen(argv, preexec_fn=die_with_parent) for _ in range(args.processes - 1)]
+    try:
+        run(app, args.port, "uvloop", reuse_port=True)
+    finally:
+        for p in others:
+            p.send_signal(signal.SIGTERM)
+        for p in others:
+            p.wait(10)
     return 0
 
 

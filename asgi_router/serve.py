@@ -180,41 +180,39 @@ def _coalescing_h11() -> Any:
         _held: bytes | None = None  # a serialised head not written yet
 
         async def stream_send(self, event: Any) -> None:
-            held = self._held
+            held, self._held = self._held, None
             if held is None:
                 if type(event) is Response and event.status_code >= 200:
                     self._hold_head(event)
-                    return
+                else:
+                    await super().stream_send(event)
+            elif type(event) is Body:
+                await self.send(RawData(data=held + self._serialise(h11.Data(data=event.data))))
+            else:
+                await self.send(RawData(data=held))
                 await super().stream_send(event)
-                return
-            self._held = None
-            if type(event) is Body:
-                try:
-                    data = self.connection.send(h11.Data(data=event.data))
-                except h11.LocalProtocolError:
-                    if self.connection.their_state != h11.ERROR:
-                        raise
-                    data = b""
-                await self.send(RawData(data=held + data))
-                return
-            await self.send(RawData(data=held))
-            await super().stream_send(event)
+
+        def _serialise(self, event: Any) -> bytes:
+            # H11Protocol._send_h11_event without the write: nothing when the peer broke h11
+            try:
+                data: bytes = self.connection.send(event)
+            except h11.LocalProtocolError:
+                if self.connection.their_state != h11.ERROR:
+                    raise
+                return b""
+            return data
 
         def _hold_head(self, event: Any) -> None:
             # what H11Protocol.stream_send does for a final response, but kept for the next write
             headers = [*event.headers, *self.config.response_headers("h11")]
             if self.keep_alive_requests >= self.config.keep_alive_max_requests:
                 headers.append((b"connection", b"close"))
-            try:
-                head = h11.Response(headers=headers, status_code=event.status_code)
-                self._held = self.connection.send(head)
-            except h11.LocalProtocolError:
-                if self.connection.their_state != h11.ERROR:
-                    raise
-                return
-            # if nothing follows in this turn of the loop (an app that sends its start, then
-            # waits), the head goes out on its own
-            asyncio.get_running_loop().call_soon(self._write_late)
+            head = self._serialise(h11.Response(headers=headers, status_code=event.status_code))
+            if head:
+                self._held = head
+                # if nothing follows in this turn of the loop (an app that sends its start,
+                # then waits), the head goes out on its own
+                asyncio.get_running_loop().call_soon(self._write_late)
 
         def _write_late(self) -> None:
             if self._held is not None:

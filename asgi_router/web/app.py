@@ -20,7 +20,7 @@ from structlog.contextvars import bind_contextvars
 
 from asgi_router.errors import MethodNotAllowed, NotFound, RouterError, ServiceUnavailable
 from asgi_router.memory import Releaser
-from asgi_router.metrics import Metrics, flush_values
+from asgi_router.metrics import Metrics
 from asgi_router.reload import GraphHolder
 from asgi_router.routing.execute import refresh_cooldown_gauges
 from asgi_router.spendlog import SpendLog
@@ -211,7 +211,6 @@ class App:
         self._tasks.clear()
         await self.spend_log.flush()
         await self.pool.aclose()
-        flush_values()
         if self._gc_threshold is not None:
             gc.set_threshold(*self._gc_threshold)
 

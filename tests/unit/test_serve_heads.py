@@ -43,20 +43,6 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         await send({"type": "http.response.body", "body": b""})
 
 
-class HeadServer(Server):
-    def _run(self) -> None:
-        async def main() -> None:
-            assert serve.use_coalesced_heads()
-            from hypercorn.asyncio import serve as hypercorn_serve
-
-            await hypercorn_serve(app, self.cfg, shutdown_trigger=self.stop.wait)  # type: ignore[arg-type]
-
-        try:
-            self.loop.run_until_complete(main())
-        finally:
-            self.loop.close()
-
-
 @pytest.fixture
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     """Every write hypercorn makes to a connection, in order."""
@@ -73,8 +59,8 @@ def writes(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
 
 
 @pytest.fixture
-def server(writes: list[bytes]) -> Iterator[HeadServer]:
-    srv = HeadServer(30.0)
+def server(writes: list[bytes]) -> Iterator[Server]:
+    srv = Server(30.0, app, serve.use_coalesced_heads)
     srv.start()
     yield srv
     srv.shutdown()
@@ -92,7 +78,7 @@ def read_until(conn: socket.socket, marker: bytes, timeout_s: float = 5.0) -> tu
     return got, time.monotonic()
 
 
-def test_a_plain_answer_is_one_write(server: HeadServer, writes: list[bytes]) -> None:
+def test_a_plain_answer_is_one_write(server: Server, writes: list[bytes]) -> None:
     with server.connect() as conn:
         conn.sendall(GET % b"plain")
         got, _ = read_until(conn, b"\r\n\r\nok")
@@ -104,7 +90,7 @@ def test_a_plain_answer_is_one_write(server: HeadServer, writes: list[bytes]) ->
     assert all(w.endswith(b"\r\n\r\nok") for w in answers), writes
 
 
-def timed(server: HeadServer, path: bytes, first: bytes, then: bytes) -> tuple[bytes, float, float]:
+def timed(server: Server, path: bytes, first: bytes, then: bytes) -> tuple[bytes, float, float]:
     """GET ``path``: the bytes received when ``first`` had arrived, and the seconds after the
     request when ``first`` and when ``then`` arrived."""
     with server.connect() as conn:
@@ -118,21 +104,21 @@ def timed(server: HeadServer, path: bytes, first: bytes, then: bytes) -> tuple[b
     return head, first_at - started, then_at - started
 
 
-def test_a_head_whose_body_waits_goes_out_at_once(server: HeadServer, writes: list[bytes]) -> None:
+def test_a_head_whose_body_waits_goes_out_at_once(server: Server, writes: list[bytes]) -> None:
     head, head_s, body_s = timed(server, b"late", b"\r\n\r\n", b"late")
     assert head.startswith(b"HTTP/1.1 200") and b"late" not in head
     assert head_s < 0.3 <= body_s
     assert writes[0].endswith(b"\r\n\r\n") and writes[1] == b"late"
 
 
-def test_streamed_chunks_keep_their_own_writes(server: HeadServer, writes: list[bytes]) -> None:
+def test_streamed_chunks_keep_their_own_writes(server: Server, writes: list[bytes]) -> None:
     _, first_s, end_s = timed(server, b"stream", b"first", b"0\r\n\r\n")
     assert first_s < 0.2 <= end_s
     assert writes[0].startswith(b"HTTP/1.1 200") and writes[0].endswith(b"5\r\nfirst\r\n")
     assert b"second" not in writes[0]
 
 
-def test_an_answer_without_a_body_and_keep_alive(server: HeadServer, writes: list[bytes]) -> None:
+def test_an_answer_without_a_body_and_keep_alive(server: Server, writes: list[bytes]) -> None:
     with server.connect() as conn:
         conn.sendall(GET % b"empty")
         got, _ = read_until(conn, b"\r\n\r\n")

@@ -32,7 +32,11 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 
 class Server:
-    def __init__(self, keep_alive_s: float) -> None:
+    def __init__(self, keep_alive_s: float, asgi: Any = None, swap: Any = None) -> None:
+        """``asgi``: the app served (this module's by default); ``swap``: the serve.use_*
+        adaptation applied before serving (the idle timers by default)."""
+        self.asgi = asgi or app
+        self.swap = swap or serve.use_idle_timers
         self.port = free_port()
         cfg = serve._config([f"127.0.0.1:{self.port}"], 1)
         cfg.keep_alive_timeout = keep_alive_s
@@ -45,8 +49,8 @@ class Server:
 
     def _run(self) -> None:
         async def main() -> None:
-            assert serve.use_idle_timers()
-            await hypercorn_serve(app, self.cfg, shutdown_trigger=self.stop.wait)  # type: ignore[arg-type]
+            assert self.swap()
+            await hypercorn_serve(self.asgi, self.cfg, shutdown_trigger=self.stop.wait)  # type: ignore[arg-type]
             self.returned_at = time.monotonic()
 
         try:

@@ -124,6 +124,7 @@ def scaling(run: Runner) -> dict[str, Any]:
                 pairs = [(rnd[one][kind]["rps"], rnd[two][kind]["rps"]) for rnd in rounds]
                 ratios = [b / a for a, b in pairs if a]
                 out[f"{prefix}_{kind}"] = _median(ratios)
+                out[f"{prefix}_{kind}_rounds"] = ratios
         log(
             f"  2 / 1 (median of per-round ratios): asgi-router plain {out['ratio_plain']:.2f}x,"
             f" streams {out['ratio_stream']:.2f}x (issue 6 wants ≥ 1.7x), streams from the"

@@ -346,9 +346,17 @@ def comparison(run: Runner, doc: dict[str, Any]) -> None:
     for kind, label in scaling_rows:
         ratio = sc.get(f"ratio_{kind}")
         if ratio is not None:
-            verdict = "PASS" if ratio >= 1.7 else "FAIL"
-            row = {"target": label, "value": ratio, "op": ">=", "bound": 1.7, "verdict": verdict}
-            rows.append({**row, "stack": sc.get(f"stack_ratio_{kind}")})  # its 2 processes / 1
+            rows.append(
+                report.target_row(
+                    label,
+                    ratio,
+                    ">=",
+                    1.7,
+                    sc.get(f"stack_ratio_{kind}"),  # its 2 processes / 1
+                    sc.get(f"ratio_{kind}_rounds"),
+                    sc.get(f"stack_ratio_{kind}_rounds"),
+                )
+            )
     doc["targets"] = rows
     if rows:
         log("")

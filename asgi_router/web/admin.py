@@ -92,6 +92,7 @@ async def readyz(app: App, ex: Exchange) -> None:
 
 
 async def metrics(app: App, ex: Exchange) -> None:
+    app.after.run()  # the counts of requests answered in the last few milliseconds
     rt = app.holder.current
     refresh_cooldown_gauges(app.metrics, rt.graph.deployments, app.store, time.monotonic())
     body = app.metrics.exposition()

@@ -30,6 +30,7 @@ from asgi_router.types import Dialect
 from asgi_router.upstream.base import KEEPALIVE_S
 from asgi_router.upstream.pool import UpstreamPool
 from asgi_router.web import admin, endpoints
+from asgi_router.web.after import Afterwards
 from asgi_router.web.exchange import ClientGone, Exchange
 from asgi_router.web.render import render_error
 
@@ -81,6 +82,7 @@ class App:
             last_good=settings.last_good,
         )
         self.spend_log = SpendLog(None)
+        self.after = Afterwards()  # a request's log line and counts, once its answer is out
         self._tasks: list[asyncio.Task[None]] = []
         self._gc_threshold: tuple[int, int, int] | None = None
         self.active = 0  # HTTP requests in flight, and those finished: what the Releaser watches
@@ -121,7 +123,8 @@ class App:
         finally:
             self.active -= 1
             self.finished += 1
-            self._finish(ex)
+            ex.ended = time.perf_counter()
+            self.after(self._finish, ex)
 
     async def _error(self, ex: Exchange, err: RouterError) -> None:
         if ex.status:  # the answer already started: nothing more can be said
@@ -209,6 +212,7 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         self._tasks.clear()
+        self.after.run()
         await self.spend_log.flush()
         await self.pool.aclose()
         if self._gc_threshold is not None:

@@ -170,13 +170,24 @@ def router_headers(ex: Exchange, d: Deployment, call: Call) -> Headers:
 def account(
     app: App, ex: Exchange, call: Call, d: Deployment, usage: Usage | None, *, output_chunks: int = 0
 ) -> float:
-    """Book tokens and spend for the answer (and estimated waste of race losers)."""
+    """Book spend for the answer (and estimated waste of race losers) where limits and budgets
+    read it, now; count tokens and spend in the metrics and the spend log after the answer."""
     if usage is None:
         # never silently zero: estimate from the request and what was streamed, and say so
         usage = Usage(input=call.est_input_tokens, output=output_chunks)
         ex.usage_estimated = True
         log.warning("usage_estimated", request_id=ex.request_id, model=d.name)
     usd = cost(usage, d.price)
+    wasted = settle_losers(call, usage.input, app.metrics) if call.losers else 0.0
+    limits.book(call.key, usd + wasted, app.store, time.time())
+    if d.tpm is not None:
+        app.store.hit("tpm:" + d.fingerprint, 1 << 62, 60.0, time.monotonic(), usage.input + usage.output)
+    ex.tokens_in, ex.tokens_out, ex.cost_usd = usage.input, usage.output, round(usd, 8)
+    app.after(_count, app, ex, d, usage, usd, wasted)
+    return usd
+
+
+def _count(app: App, ex: Exchange, d: Deployment, usage: Usage, usd: float, wasted: float) -> None:
     dm = deployment_metrics(app.metrics, d)
     key_label = ex.key or "anonymous"
     children = dm.tokens_by_key.get(key_label)
@@ -194,13 +205,7 @@ def account(
     spend = dm.spend_by_key.get(key_label) or app.metrics.spend.labels(d.provider.name, d.name, key_label)
     if usd:
         spend.inc(usd)
-    wasted = settle_losers(call, usage.input, app.metrics) if call.losers else 0.0
-    limits.book(call.key, usd + wasted, app.store, time.time())
-    if d.tpm is not None:
-        app.store.hit("tpm:" + d.fingerprint, 1 << 62, 60.0, time.monotonic(), usage.input + usage.output)
-    ex.tokens_in, ex.tokens_out, ex.cost_usd = usage.input, usage.output, round(usd, 8)
     app.spend_log.add(ex, d, usage, usd, wasted)
-    return usd
 
 
 async def models(app: App, ex: Exchange) -> None:

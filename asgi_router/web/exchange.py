@@ -28,6 +28,7 @@ class Exchange:
         "cost_usd",
         "deployment",
         "dialect",
+        "ended",
         "headers",
         "key",
         "outcome",
@@ -53,6 +54,7 @@ class Exchange:
         self.receive = receive
         self.send = send
         self.started = time.perf_counter()
+        self.ended = 0.0  # set when the request is done; its log line is written later
         self.headers: dict[bytes, bytes] = dict(scope["headers"])
         rid = self.headers.get(b"x-request-id")
         self.request_id = rid.decode() if rid and _REQUEST_ID.match(rid) else os.urandom(12).hex()
@@ -123,7 +125,7 @@ class Exchange:
             "status": self.status,
             "stream": self.stream,
             "key": self.key,
-            "duration_ms": round((time.perf_counter() - self.started) * 1000, 3),
+            "duration_ms": round(((self.ended or time.perf_counter()) - self.started) * 1000, 3),
         }
         if self.outcome is not None:
             f["outcome"] = self.outcome

@@ -9,8 +9,7 @@ import gc
 import logging
 import sys
 import tracemalloc
-from collections.abc import AsyncIterator, Iterator
-from contextlib import asynccontextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,9 +17,8 @@ import orjson
 import pytest
 import structlog
 
-from asgi_router.upstream.base import UpstreamReply, UpstreamRequest
-from asgi_router.upstream.pool import UpstreamPool
 from asgi_router.web.app import App, Settings
+from tests.unit.inprocess import app_for, request
 
 
 @pytest.fixture(autouse=True)
@@ -32,109 +30,14 @@ def _quiet_logs() -> Iterator[None]:
     structlog.configure(**saved)
 
 
-PLAIN = orjson.dumps(
-    {
-        "id": "chatcmpl-1",
-        "object": "chat.completion",
-        "created": 1,
-        "model": "m",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": "hi", "refusal": None},
-                "finish_reason": "stop",
-                "logprobs": None,
-            }
-        ],
-        "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
-    }
-)
-
-
-def _chunk(delta: dict[str, Any], finish: str | None = None, usage: Any = None) -> bytes:
-    body = {
-        "id": "c",
-        "object": "chat.completion.chunk",
-        "created": 1,
-        "model": "m",
-        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}] if usage is None else [],
-    }
-    if usage is not None:
-        body["usage"] = usage
-    return b"data: " + orjson.dumps(body) + b"\n\n"
-
-
-STREAM = (
-    [_chunk({"role": "assistant", "content": ""})]
-    + [_chunk({"content": f"t{i} "}) for i in range(20)]
-    + [
-        _chunk({}, "stop"),
-        _chunk({}, usage={"prompt_tokens": 5, "completion_tokens": 20}),
-        b"data: [DONE]\n\n",
-    ]
-)
-
-
-class _Stream:
-    status: int = 200
-    content_type: str = "text/event-stream"
-    retry_after_s: float | None = None
-    complete: bool = False
-
-    async def chunks(self) -> AsyncIterator[bytes]:
-        for c in STREAM:
-            yield c
-
-    async def read(self) -> bytes:
-        return b""
-
-
-class FastTransport:
-    async def send(self, req: UpstreamRequest) -> UpstreamReply:
-        return UpstreamReply(200, PLAIN, "application/json", None)
-
-    @asynccontextmanager
-    async def stream(self, req: UpstreamRequest) -> AsyncIterator[_Stream]:
-        yield _Stream()
-
-    async def aclose(self) -> None:
-        pass
-
-
 async def _request(app: App, body: bytes) -> bytes:
-    sent: list[dict[str, Any]] = []
-    msgs = [{"type": "http.request", "body": body, "more_body": False}]
-
-    async def receive() -> dict[str, Any]:
-        if msgs:
-            return msgs.pop()
-        await asyncio.sleep(3600)  # the disconnect watcher waits here; cancelled at the end
-        return {"type": "http.disconnect"}
-
-    async def send(m: dict[str, Any]) -> None:
-        sent.append(m)
-
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "client": ("127.0.0.1", 1),
-        "headers": [(b"content-type", b"application/json")],
-        "state": {},
-    }
-    await app(scope, receive, send)
-    await asyncio.sleep(0)  # the fake transport never yields; real I/O does, letting cancelled watchers end
+    sent = await request(app, body)
     assert sent[0]["status"] == 200, sent
     return b"".join(m.get("body", b"") for m in sent[1:])
 
 
 def _growth(tmp_path: Path, body: dict[str, Any], n: int = 2000) -> int:
-    cfg = tmp_path / "router.toml"
-    cfg.write_text(
-        '[server]\nwatch = false\n[providers.p]\napi = "openai"\nbase_url = "http://127.0.0.1:9"\n'
-        'api_keys = []\n[models.m]\nprovider = "p"\nmodel = "m"\nprice = { input = 1, output = 1 }\n'
-    )
-    app = App(Settings(cfg), pool=UpstreamPool(lambda p: FastTransport()))
+    app = app_for(tmp_path)
     raw = orjson.dumps(body)
 
     async def main() -> int:
@@ -142,11 +45,13 @@ def _growth(tmp_path: Path, body: dict[str, Any], n: int = 2000) -> int:
         try:
             for _ in range(300):  # warm up caches, metric children, lazy imports
                 await _request(app, raw)
+            app.after.run()  # the log lines and counts still queued (bounded; not memory kept)
             gc.collect()
             tracemalloc.start()
             before = tracemalloc.get_traced_memory()[0]
             for _ in range(n):
                 out = await _request(app, raw)
+            app.after.run()
             gc.collect()
             after = tracemalloc.get_traced_memory()[0]
             tracemalloc.stop()
@@ -173,12 +78,7 @@ def test_the_collector_is_tuned_while_the_app_runs_and_restored_after(tmp_path: 
     from asgi_router.web.app import GC_THRESHOLDS
 
     before = gc.get_threshold()
-    cfg = tmp_path / "router.toml"
-    cfg.write_text(
-        '[server]\nwatch = false\n[providers.p]\napi = "openai"\nbase_url = "http://127.0.0.1:9"\n'
-        'api_keys = []\n[models.m]\nprovider = "p"\nmodel = "m"\n'
-    )
-    app = App(Settings(cfg), pool=UpstreamPool(lambda p: FastTransport()))
+    app = app_for(tmp_path)
 
     async def main() -> tuple[int, int, int]:
         await app.startup()

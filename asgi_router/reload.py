@@ -21,7 +21,7 @@ from asgi_router import config, logs
 from asgi_router.errors import ConfigErrors
 from asgi_router.graph import Graph
 from asgi_router.metrics import Metrics
-from asgi_router.routing.execute import Executor
+from asgi_router.routing.execute import Executor, Later, at_once
 from asgi_router.state.store import StateStore
 from asgi_router.upstream.pool import ProviderClient, UpstreamPool
 from asgi_router.wire.jsonbytes import dumps_kept
@@ -100,8 +100,10 @@ class GraphHolder:
         *,
         env: Mapping[str, str] | None = None,
         last_good: Path | None = None,
+        later: Later = at_once,
     ) -> None:
         self.path = path
+        self._later = later
         self.last_good = last_good
         self._store = store
         self._metrics = metrics
@@ -188,7 +190,11 @@ class GraphHolder:
         self._metrics.bind(graph)
         now = int(time.time())
         self._current = Runtime(
-            graph, clients, Executor(clients, self._store, self._metrics), models_body(graph, now), now
+            graph,
+            clients,
+            Executor(clients, self._store, self._metrics, later=self._later),
+            models_body(graph, now),
+            now,
         )
         self._stamp = stamp
         self._metrics.reloads.labels("success").inc()

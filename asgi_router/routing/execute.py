@@ -37,6 +37,18 @@ from asgi_router.wire.usage import Usage, cost
 
 T = TypeVar("T")
 Runner = Callable[[Node, Call], Awaitable[T]]
+Later = Callable[..., None]  # later(fn, *args): run fn(*args) once the answer is out (web/after.py)
+
+
+def at_once(fn: Callable[..., None], *args: Any) -> None:
+    fn(*args)
+
+
+def count_success(metrics: Metrics, d: Deployment, elapsed: float) -> None:
+    dm = deployment_metrics(metrics, d)
+    dm.ok.inc()
+    dm.duration.observe(elapsed)
+
 
 DEFAULT_BACKOFF_S = 1.0  # first 429 without Retry-After; doubles per 429 in a row
 MAX_BACKOFF_S = 60.0
@@ -65,10 +77,12 @@ class Executor:
         *,
         clock: Clock = time.monotonic,
         rng: random.Random | None = None,
+        later: Later = at_once,
     ) -> None:
         self._clients = clients
         self._store = store
         self._metrics = metrics
+        self._later = later
         self._clock = clock
         self._rng = rng or random.Random()
         self._next_key: dict[str, int] = {}
@@ -394,9 +408,7 @@ class Executor:
     ) -> None:
         self._record_success(d, key_index)
         self._store.observe_latency(d.fingerprint, elapsed, ttft)
-        dm = deployment_metrics(self._metrics, d)
-        dm.ok.inc()
-        dm.duration.observe(elapsed)
+        self._later(count_success, self._metrics, d, elapsed)  # only counts: after the answer
         call.attempts.append(Attempt(d.name, d.provider.name, "200", None, None, elapsed))
 
     def _cancelled(self, d: Deployment, call: Call, elapsed: float, output_chunks: int) -> None:

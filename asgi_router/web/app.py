@@ -73,6 +73,7 @@ class App:
         self.metrics = Metrics()
         self.store: StateStore = store or MemoryStore()
         self.pool = pool or UpstreamPool()
+        self.after = Afterwards()  # a request's log line and counts, once its answer is out
         self.holder = GraphHolder(
             settings.config_path,
             self.store,
@@ -80,9 +81,9 @@ class App:
             self.pool,
             env=settings.env,
             last_good=settings.last_good,
+            later=self.after,
         )
         self.spend_log = SpendLog(None)
-        self.after = Afterwards()  # a request's log line and counts, once its answer is out
         self._tasks: list[asyncio.Task[None]] = []
         self._gc_threshold: tuple[int, int, int] | None = None
         self.active = 0  # HTTP requests in flight, and those finished: what the Releaser watches
@@ -141,6 +142,8 @@ class App:
                 self.metrics.requests.labels(rm.name, ex.outcome or str(ex.status)).inc()
             fields = ex.log_fields()
             rm.duration.observe(fields["duration_ms"] / 1000)
+            if ex.overhead_s is not None:
+                rm.overhead.observe(max(ex.overhead_s, 0.0))
             log.info("request", **fields)
         elif ex.status >= 400 and ex.scope["path"] != "/metrics":
             log.info("request", **ex.log_fields())

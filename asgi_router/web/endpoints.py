@@ -140,8 +140,7 @@ async def _routed(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call) -
     finally:
         rm.inflight.dec()
         ex.attempts = call.upstream_attempts
-        ex.overhead_s = (time.perf_counter() - ex.started) - call.upstream_wait_s
-        rm.overhead.observe(max(ex.overhead_s, 0.0))
+        ex.overhead_s = (time.perf_counter() - ex.started) - call.upstream_wait_s  # counted after
 
 
 async def _plain(app: App, rt: Runtime, ex: Exchange, node: Node, call: Call, rm: RouteMetrics) -> None:

@@ -19,7 +19,7 @@ import structlog
 
 from asgi_router.errors import UpstreamError
 from asgi_router.graph import Deployment, Node
-from asgi_router.metrics import deployment_metrics
+from asgi_router.metrics import Metrics, deployment_metrics
 from asgi_router.reload import Runtime
 from asgi_router.routing.outcome import Call
 from asgi_router.routing.stream import Batch, CommittedStream
@@ -118,18 +118,26 @@ async def _start(app: App, ex: Exchange, d: Deployment, headers: Headers) -> Non
     (ttft_child or app.metrics.ttft.labels(ex.route, d.name)).observe(ex.ttft_s)
 
 
+def _count_upstream(metrics: Metrics, d: Deployment, elapsed: float, status: str | None) -> None:
+    dm = deployment_metrics(metrics, d)
+    if status == "ok":
+        dm.ok.inc()
+    elif status == "cancelled":
+        metrics.upstream_requests.labels(d.provider.name, d.name, "cancelled").inc()
+    dm.duration.observe(elapsed)
+
+
 def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:
     from asgi_router.web.endpoints import account
 
     d = cs.deployment
     elapsed = time.perf_counter() - cs.started
     call.upstream_wait_s += cs.tally.upstream_wait_s
-    dm = deployment_metrics(app.metrics, d)
     task = asyncio.current_task()
     if task is not None and task.cancelling():  # the client left (or the server is stopping)
-        app.metrics.upstream_requests.labels(d.provider.name, d.name, "cancelled").inc()
-    elif ex.outcome is None:
-        dm.ok.inc()
-    dm.duration.observe(elapsed)
+        status: str | None = "cancelled"
+    else:
+        status = "ok" if ex.outcome is None else None  # a stream error was counted where it came
+    app.after(_count_upstream, app.metrics, d, elapsed, status)
     app.store.observe_latency(d.fingerprint, elapsed, cs.ttft_s)
     account(app, ex, call, d, cs.tally.usage, output_chunks=cs.tally.content_chunks)

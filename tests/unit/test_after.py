@@ -87,11 +87,13 @@ def test_the_answer_goes_out_first_and_a_scrape_still_counts_it(tmp_path: Path) 
             with capture_logs() as logs:
                 sent = await request(app, CHAT)
                 assert sent[0]["status"] == 200
-                assert _line(logs) == [] and len(app.after) == 2  # the counts, the log line
+                assert _line(logs) == [] and len(app.after) == 3  # upstream and token counts, the line
                 await asyncio.sleep(0.05)
                 scrape = await request(app, b"", method="GET", path="/metrics")
             text = scrape[1]["body"].decode()
             assert 'router_requests_total{route="m",status="200"} 1.0' in text
+            assert 'router_upstream_requests_total{model="m",provider="p",status="200"} 1.0' in text
+            assert 'router_overhead_seconds_count{route="m"} 1.0' in text
             assert 'router_tokens_total{key="anonymous",kind="input",model="m",provider="p"} 5.0' in text
             assert 'router_spend_usd_total{key="anonymous",model="m",provider="p"} 6e-06' in text
             (line,) = _line(logs)

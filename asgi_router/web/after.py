@@ -1,10 +1,12 @@
 """The work that follows an answer and that no answer waits on.
 
-A request's log line, its request and token metrics and its spend-log row are written after
-the client has its answer, and not in the moment after it either: they run ``AFTER_S`` later,
-in a gap of the event loop, in the order they came. Between one answer and a busy client's
-next request on the same connection there is hardly a gap; while an upstream thinks
-(milliseconds to seconds) there is little else to do.
+A request's log line, its counts (request, upstream attempt, time to first token, tokens,
+spend, the gateway's overhead) and its spend-log row are written after the client has its
+answer, and not in the moment after it either: they run ``AFTER_S`` later, in a gap of the
+event loop, in the order they came. Between one answer and a busy client's next request on the
+same connection there is hardly a gap; while an upstream thinks (milliseconds to seconds)
+there is little else to do. A stream's time to first token is counted that way too: its head
+goes out with its first body bytes, and nothing else should stand between them.
 
 Stamps inside the gateway at one connection (a 20 ms upstream) put that bookkeeping at 100-135
 µs: the core's caches go cold during the upstream's 20 ms, and the same work takes ~25 µs warm.
@@ -15,7 +17,8 @@ ms, p99 at eight 27.40 → 26.90 ms, time to first token 22.96 → 22.75 ms; CPU
 353 → 339 µs (the deferred work runs in batches).
 
 What decides anything stays where it was: budgets and token limits are booked, and a
-deployment's success and latency recorded, before the answer goes out. What is deferred only
+deployment's success, latency and circuit state recorded in the state store, before the answer
+goes out. What is deferred only
 counts: :meth:`Afterwards.run` runs what is queued before a ``/metrics`` scrape and when the
 gateway stops (a worker killed outright loses its last ``AFTER_S`` of lines and counts, as its
 buffered metric values lose their last 100 ms); more than ``limit`` items run at once.

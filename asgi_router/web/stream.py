@@ -113,9 +113,13 @@ async def _start(app: App, ex: Exchange, d: Deployment, headers: Headers) -> Non
     ex.status = 200
     await ex.send({"type": "http.response.start", "status": 200, "headers": headers})
     ex.ttft_s = time.perf_counter() - ex.started
-    dm = deployment_metrics(app.metrics, d)
-    ttft_child = dm.ttft_by_route.get(ex.route)
-    (ttft_child or app.metrics.ttft.labels(ex.route, d.name)).observe(ex.ttft_s)
+    # counted after the answer: the head goes out with the first body, which comes next
+    app.after(_count_ttft, app.metrics, d, ex.route, ex.ttft_s)
+
+
+def _count_ttft(metrics: Metrics, d: Deployment, route: str, ttft_s: float) -> None:
+    child = deployment_metrics(metrics, d).ttft_by_route.get(route)
+    (child or metrics.ttft.labels(route, d.name)).observe(ttft_s)
 
 
 def _count_upstream(metrics: Metrics, d: Deployment, elapsed: float, status: str | None) -> None:

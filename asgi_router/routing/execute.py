@@ -44,9 +44,14 @@ def at_once(fn: Callable[..., None], *args: Any) -> None:
     fn(*args)
 
 
-def count_success(metrics: Metrics, d: Deployment, elapsed: float) -> None:
+def count_upstream(metrics: Metrics, d: Deployment, elapsed: float, status: str | None) -> None:
+    """An upstream call's counts, after the answer: ``ok``, ``cancelled``, or None (an error,
+    counted where it came) and its duration in any case."""
     dm = deployment_metrics(metrics, d)
-    dm.ok.inc()
+    if status == "ok":
+        dm.ok.inc()
+    elif status == "cancelled":
+        metrics.upstream_requests.labels(d.provider.name, d.name, "cancelled").inc()
     dm.duration.observe(elapsed)
 
 
@@ -408,7 +413,7 @@ class Executor:
     ) -> None:
         self._record_success(d, key_index)
         self._store.observe_latency(d.fingerprint, elapsed, ttft)
-        self._later(count_success, self._metrics, d, elapsed)  # only counts: after the answer
+        self._later(count_upstream, self._metrics, d, elapsed, "ok")  # only counts: after the answer
         call.attempts.append(Attempt(d.name, d.provider.name, "200", None, None, elapsed))
 
     def _cancelled(self, d: Deployment, call: Call, elapsed: float, output_chunks: int) -> None:

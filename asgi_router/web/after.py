@@ -18,10 +18,10 @@ ms, p99 at eight 27.40 → 26.90 ms, time to first token 22.96 → 22.75 ms; CPU
 
 What decides anything stays where it was: budgets and token limits are booked, and a
 deployment's success, latency and circuit state recorded in the state store, before the answer
-goes out. What is deferred only
-counts: :meth:`Afterwards.run` runs what is queued before a ``/metrics`` scrape and when the
-gateway stops (a worker killed outright loses its last ``AFTER_S`` of lines and counts, as its
-buffered metric values lose their last 100 ms); more than ``limit`` items run at once.
+goes out. What is deferred only counts: :meth:`Afterwards.run` runs what is queued before a
+``/metrics`` scrape and when the gateway stops (a worker killed outright loses its last
+``AFTER_S`` of lines and counts, as its buffered metric values lose their last 100 ms); more
+than ``limit`` items run at once.
 """
 
 from __future__ import annotations

@@ -21,6 +21,7 @@ from asgi_router.errors import UpstreamError
 from asgi_router.graph import Deployment, Node
 from asgi_router.metrics import Metrics, deployment_metrics
 from asgi_router.reload import Runtime
+from asgi_router.routing.execute import count_upstream
 from asgi_router.routing.outcome import Call
 from asgi_router.routing.stream import Batch, CommittedStream
 from asgi_router.web.exchange import Exchange
@@ -122,15 +123,6 @@ def _count_ttft(metrics: Metrics, d: Deployment, route: str, ttft_s: float) -> N
     (child or metrics.ttft.labels(route, d.name)).observe(ttft_s)
 
 
-def _count_upstream(metrics: Metrics, d: Deployment, elapsed: float, status: str | None) -> None:
-    dm = deployment_metrics(metrics, d)
-    if status == "ok":
-        dm.ok.inc()
-    elif status == "cancelled":
-        metrics.upstream_requests.labels(d.provider.name, d.name, "cancelled").inc()
-    dm.duration.observe(elapsed)
-
-
 def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:
     from asgi_router.web.endpoints import account
 
@@ -142,6 +134,6 @@ def _settle(app: App, ex: Exchange, call: Call, cs: CommittedStream) -> None:
         status: str | None = "cancelled"
     else:
         status = "ok" if ex.outcome is None else None  # a stream error was counted where it came
-    app.after(_count_upstream, app.metrics, d, elapsed, status)
+    app.after(count_upstream, app.metrics, d, elapsed, status)
     app.store.observe_latency(d.fingerprint, elapsed, cs.ttft_s)
     account(app, ex, call, d, cs.tally.usage, output_chunks=cs.tally.content_chunks)

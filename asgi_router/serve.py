@@ -24,6 +24,7 @@ import socket
 import tempfile
 import time
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -176,6 +177,8 @@ def _coalescing_h11() -> Any:
     from hypercorn.protocol.events import Body, Response
     from hypercorn.protocol.h11 import H11Protocol
 
+    from asgi_router.heads import serialise_head
+
     class CoalescingH11Protocol(H11Protocol):
         _held: bytes | None = None  # a serialised head not written yet
 
@@ -193,21 +196,24 @@ def _coalescing_h11() -> Any:
                 await super().stream_send(event)
 
         def _serialise(self, event: Any) -> bytes:
+            return self._guarded(self.connection.send, event)
+
+        def _guarded(self, serialise: Callable[..., bytes | None], *args: Any) -> bytes:
             # H11Protocol._send_h11_event without the write: nothing when the peer broke h11
             try:
-                data: bytes = self.connection.send(event)
+                data = serialise(*args)
             except h11.LocalProtocolError:
                 if self.connection.their_state != h11.ERROR:
                     raise
                 return b""
-            return data
+            return data or b""
 
         def _hold_head(self, event: Any) -> None:
             # what H11Protocol.stream_send does for a final response, but kept for the next write
             headers = [*event.headers, *self.config.response_headers("h11")]
             if self.keep_alive_requests >= self.config.keep_alive_max_requests:
                 headers.append((b"connection", b"close"))
-            head = self._serialise(h11.Response(headers=headers, status_code=event.status_code))
+            head = self._guarded(serialise_head, self.connection, event.status_code, headers)
             if head:
                 self._held = head
                 # if nothing follows in this turn of the loop (an app that sends its start,

@@ -10,6 +10,8 @@ Departures from STYLE.md's table, each deliberate:
 - metrics/limits/spendlog/reload/logs are top-level modules STYLE lists without a rule; their
   rows below are what they need and nothing more. web may use every gateway unit but not the
   process-level ones (cli, serve, demo) nor the simulator.
+- heads (a response head for h11, used by serve's hypercorn protocol) imports nothing of ours;
+  h11 is for it and serve alone.
 - sim/ is a standalone simulated provider (an aiohttp server): it imports nothing of the
   gateway, so it cannot share a bug with it; that is also why it may import aiohttp.
 """
@@ -25,7 +27,7 @@ PKG = Path(__file__).resolve().parents[2] / "asgi_router"
 BASE = {"types", "errors", "__init__"}
 GATEWAY = "graph config wire translate state upstream metrics logs limits spendlog routing reload"
 RULES = f"""
-types, errors, __init__, sim, logs, state, graph, memory:
+types, errors, __init__, sim, logs, state, graph, memory, heads:
 config: graph
 wire: graph
 translate: wire graph
@@ -36,7 +38,7 @@ spendlog: graph wire
 routing: graph state upstream wire translate.base metrics
 reload: config graph logs metrics routing state upstream wire
 web: {GATEWAY} memory
-serve: graph config logs metrics web
+serve: graph config logs metrics web heads
 demo: sim serve web config
 cli: {GATEWAY} serve demo
 __main__: cli
@@ -49,7 +51,7 @@ ALLOWED = {
 }
 NO_BASE = {"types", "errors", "__init__", "sim"}
 # third-party packages only some units may import
-ONLY = {"starlette": {"web"}, "httpx": {"upstream"}, "aiohttp": {"upstream", "sim"}, "hypercorn": {"serve"}}
+ONLY = {"starlette": {"web"}, "httpx": {"upstream"}, "aiohttp": {"upstream", "sim"}, "hypercorn": {"serve"}, "h11": {"serve", "heads"}}
 # reading the environment: config/ (secrets.py); cli.py and serve.py hand log settings and
 # PROMETHEUS_MULTIPROC_DIR to worker processes and `init` reads which provider keys are set;
 # metrics.py asks PROMETHEUS_MULTIPROC_DIR (prometheus_client's own multiprocess switch).

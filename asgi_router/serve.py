@@ -181,6 +181,7 @@ def _coalescing_h11() -> Any:
 
     class CoalescingH11Protocol(H11Protocol):
         _held: bytes | None = None  # a serialised head not written yet
+        _loop: asyncio.AbstractEventLoop | None = None  # the connection's (each lookup: a getpid())
 
         async def stream_send(self, event: Any) -> None:
             held, self._held = self._held, None
@@ -218,7 +219,10 @@ def _coalescing_h11() -> Any:
                 self._held = head
                 # if nothing follows in this turn of the loop (an app that sends its start,
                 # then waits), the head goes out on its own
-                asyncio.get_running_loop().call_soon(self._write_late)
+                loop = self._loop
+                if loop is None:
+                    loop = self._loop = asyncio.get_running_loop()
+                loop.call_soon(self._write_late)
 
         def _write_late(self) -> None:
             if self._held is not None:

@@ -31,10 +31,11 @@ class CancelOnDisconnect:
         self.gone = False
 
     async def __aenter__(self) -> CancelOnDisconnect:
-        task = asyncio.current_task()
+        loop = asyncio.get_running_loop()  # one lookup: each costs a getpid() system call
+        task = asyncio.current_task(loop)
         assert task is not None
         self._task = task
-        self._timer = asyncio.get_running_loop().call_later(WATCH_AFTER_S, self._start)
+        self._timer = loop.call_later(WATCH_AFTER_S, self._start)
         return self
 
     def _start(self) -> None:

@@ -51,7 +51,13 @@ ALLOWED = {
 }
 NO_BASE = {"types", "errors", "__init__", "sim"}
 # third-party packages only some units may import
-ONLY = {"starlette": {"web"}, "httpx": {"upstream"}, "aiohttp": {"upstream", "sim"}, "hypercorn": {"serve"}, "h11": {"serve", "heads"}}
+ONLY = {
+    "starlette": {"web"},
+    "httpx": {"upstream"},
+    "aiohttp": {"upstream", "sim"},
+    "hypercorn": {"serve"},
+    "h11": {"serve", "heads"},
+}
 # reading the environment: config/ (secrets.py); cli.py and serve.py hand log settings and
 # PROMETHEUS_MULTIPROC_DIR to worker processes and `init` reads which provider keys are set;
 # metrics.py asks PROMETHEUS_MULTIPROC_DIR (prometheus_client's own multiprocess switch).

@@ -10,10 +10,10 @@ all before its first token went out.
 h11 reads only three headers of a response: ``content-length`` and ``transfer-encoding`` for
 the framing, ``connection`` for keep-alive. So those go through h11 as before, which writes
 the status line and the framing; the others are checked here, once, with h11's own rules (a
-token name; a value without NUL or line breaks, spaces and tabs inside only), and written into its
-head before the blank line that ends it. The bytes on the wire differ from h11's in the order
-of the lines alone. A header that fails the check sends the whole head back through h11, which
-raises as it always did.
+token name; a value without NUL or line breaks, spaces and tabs inside only), and written
+into its head before the blank line that ends it. The bytes on the wire differ from h11's in
+the order of the lines alone. A header that fails the check sends the whole head back through
+h11, which raises as it always did.
 """
 
 from __future__ import annotations

@@ -191,13 +191,11 @@ def _coalescing_h11() -> Any:
                 else:
                     await super().stream_send(event)
             elif type(event) is Body:
-                await self.send(RawData(data=held + self._serialise(h11.Data(data=event.data))))
+                data = self._guarded(self.connection.send, h11.Data(data=event.data))
+                await self.send(RawData(data=held + data))
             else:
                 await self.send(RawData(data=held))
                 await super().stream_send(event)
-
-        def _serialise(self, event: Any) -> bytes:
-            return self._guarded(self.connection.send, event)
 
         def _guarded(self, serialise: Callable[..., bytes | None], *args: Any) -> bytes:
             # H11Protocol._send_h11_event without the write: nothing when the peer broke h11

@@ -23,7 +23,7 @@ WATCH_AFTER_S = 0.05
 
 
 class CancelOnDisconnect:
-    __slots__ = ("_ex", "_task", "_timer", "_watcher", "gone")
+    __slots__ = ("_ex", "_loop", "_task", "_timer", "_watcher", "gone")
 
     def __init__(self, ex: Exchange) -> None:
         self._ex = ex
@@ -31,7 +31,7 @@ class CancelOnDisconnect:
         self.gone = False
 
     async def __aenter__(self) -> CancelOnDisconnect:
-        loop = asyncio.get_running_loop()  # one lookup: each costs a getpid() system call
+        loop = self._loop = asyncio.get_running_loop()  # once: each lookup costs a getpid()
         task = asyncio.current_task(loop)
         assert task is not None
         self._task = task
@@ -39,7 +39,7 @@ class CancelOnDisconnect:
         return self
 
     def _start(self) -> None:
-        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+        self._watcher = self._loop.create_task(self._watch())
 
     async def _watch(self) -> None:
         receive = self._ex.receive
